@@ -1,0 +1,3 @@
+pub mod domain;
+pub mod partners;
+pub mod store;

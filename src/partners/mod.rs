@@ -1,0 +1,242 @@
+//! The partner registry: one closed enum, how each partner sends its fields, and the
+//! dispatch to one pure parser per partner (`partners/<partner>.rs`).
+//! Parsers see decoded [`Fields`] and return a [`Verdict`]; no I/O, no clock, no HTTP.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::domain::Postback;
+
+pub mod normalize;
+
+mod adjust;
+mod appsflyer;
+mod branch;
+mod kochava;
+mod singular;
+mod tune;
+
+/// A request's fields: a JSON object (POST JSON) or query/form pairs as JSON strings.
+pub type Fields = Map<String, Value>;
+
+/// The field that may carry the API key inside a payload; never stored.
+pub const API_KEY_FIELD: &str = "api_key";
+
+/// Every partner we accept postbacks from. Its string is the URL segment, the file
+/// name of its parser and the value stored in the `partner` columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PartnerId {
+    Kochava,
+    Tune,
+    Appsflyer,
+    Adjust,
+    Singular,
+    Branch,
+}
+
+/// The HTTP methods a postback can arrive with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// Where a partner's fields travel for a given method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// The URL query string, decoded as a form.
+    Query,
+    /// A form-encoded POST body (plus the query string).
+    FormBody,
+    /// A POST body holding one JSON object.
+    JsonBody,
+}
+
+/// What a parser decided about one delivery (partners.md §1, "Outcome").
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Accepted(Box<Postback>),
+    Organic,
+    Invalid(Invalid),
+}
+
+/// Why a delivery was rejected with 400; the message is shown to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("body must be a single JSON object")]
+    NotAnObject,
+    #[error("none of the {0} postback fields are present")]
+    NoPartnerFields(PartnerId),
+    #[error("no device or user identifier present")]
+    NoIdentifier,
+    #[error("{field} (from `{key}`) is longer than {max} characters", max = normalize::MAX_VALUE_CHARS)]
+    TooLong { field: &'static str, key: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown partner")]
+pub struct UnknownPartner;
+
+impl PartnerId {
+    pub const ALL: [PartnerId; 6] = [
+        PartnerId::Kochava,
+        PartnerId::Tune,
+        PartnerId::Appsflyer,
+        PartnerId::Adjust,
+        PartnerId::Singular,
+        PartnerId::Branch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartnerId::Kochava => "kochava",
+            PartnerId::Tune => "tune",
+            PartnerId::Appsflyer => "appsflyer",
+            PartnerId::Adjust => "adjust",
+            PartnerId::Singular => "singular",
+            PartnerId::Branch => "branch",
+        }
+    }
+
+    /// Human name for pages and printouts.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            PartnerId::Kochava => "Kochava",
+            PartnerId::Tune => "Tune",
+            PartnerId::Appsflyer => "AppsFlyer",
+            PartnerId::Adjust => "Adjust",
+            PartnerId::Singular => "Singular",
+            PartnerId::Branch => "Branch",
+        }
+    }
+
+    /// How this partner sends its fields with `method`; `None` means 405.
+    pub fn input(self, method: Method) -> Option<InputFormat> {
+        use InputFormat::*;
+        match (self, method) {
+            (PartnerId::Kochava | PartnerId::Branch, Method::Post) => Some(JsonBody),
+            (PartnerId::Kochava | PartnerId::Branch, Method::Get) => None,
+            (PartnerId::Tune, Method::Get) => Some(Query),
+            (PartnerId::Tune, Method::Post) => Some(FormBody),
+            (PartnerId::Adjust, Method::Get) => Some(Query),
+            (PartnerId::Adjust, Method::Post) => None,
+            (PartnerId::Appsflyer | PartnerId::Singular, Method::Get) => Some(Query),
+            (PartnerId::Appsflyer | PartnerId::Singular, Method::Post) => Some(JsonBody),
+        }
+    }
+
+    /// Methods accepted, for the `Allow` header of a 405.
+    pub fn allowed_methods(self) -> &'static str {
+        match (self.input(Method::Get), self.input(Method::Post)) {
+            (Some(_), Some(_)) => "GET, POST",
+            (Some(_), None) => "GET",
+            _ => "POST",
+        }
+    }
+
+    /// Fields that change between retries of one delivery and so stay out of its hash.
+    pub fn volatile_fields(self) -> &'static [&'static str] {
+        match self {
+            PartnerId::Tune => tune::VOLATILE_FIELDS,
+            _ => &[],
+        }
+    }
+
+    /// For partners called with GET: the query string to paste into the partner's
+    /// dashboard, each key carrying the partner's macro (without the API key).
+    pub fn query_template(self) -> Option<&'static str> {
+        match self {
+            PartnerId::Tune => Some(tune::QUERY_TEMPLATE),
+            PartnerId::Adjust => Some(adjust::QUERY_TEMPLATE),
+            PartnerId::Singular => Some(singular::QUERY_TEMPLATE),
+            PartnerId::Appsflyer => Some(appsflyer::QUERY_TEMPLATE),
+            PartnerId::Kochava | PartnerId::Branch => None,
+        }
+    }
+
+    /// Map one delivery's fields (API key already removed) to a verdict.
+    pub fn parse(self, fields: &Fields) -> Verdict {
+        match self {
+            PartnerId::Kochava => kochava::parse(fields),
+            PartnerId::Tune => tune::parse(fields),
+            PartnerId::Appsflyer => appsflyer::parse(fields),
+            PartnerId::Adjust => adjust::parse(fields),
+            PartnerId::Singular => singular::parse(fields),
+            PartnerId::Branch => branch::parse(fields),
+        }
+    }
+}
+
+impl fmt::Display for PartnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PartnerId {
+    type Err = UnknownPartner;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PartnerId::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(UnknownPartner)
+    }
+}
+
+/// Decode a query string or form body into fields. Percent-decoded once, `+` is a
+/// space; on a repeated key the first value wins.
+pub fn decode_form(input: &[u8]) -> Fields {
+    let mut fields = Fields::new();
+    for (k, v) in form_urlencoded::parse(input) {
+        fields
+            .entry(k.into_owned())
+            .or_insert_with(|| Value::String(v.into_owned()));
+    }
+    fields
+}
+
+/// Decode a POST body that must hold one JSON object.
+pub fn decode_json(body: &[u8]) -> Result<Fields, Invalid> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Invalid::NotAnObject),
+        Err(e) => Err(Invalid::MalformedJson(e.to_string())),
+    }
+}
+
+/// The dedupe key of a delivery without a partner id: SHA-256 of its fields with keys
+/// sorted at every level, volatile fields left out. The API key is never in `fields`.
+pub fn payload_hash(partner: PartnerId, fields: &Fields) -> String {
+    let mut hasher = Sha256::new();
+    let volatile = partner.volatile_fields();
+    let mut keys: Vec<&String> = fields
+        .keys()
+        .filter(|k| !volatile.contains(&k.as_str()))
+        .collect();
+    keys.sort();
+    let mut canonical = Map::new();
+    for k in keys {
+        canonical.insert(k.clone(), sorted(&fields[k]));
+    }
+    // serde_json writes a Map in insertion order when `preserve_order` is on and
+    // sorted otherwise; `sorted` makes both the same.
+    hasher.update(Value::Object(canonical).to_string().as_bytes());
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,166 @@
+//! Storage: one object-safe [`Store`] trait of business operations, implemented once
+//! per backend. All SQL lives below this module; nothing above it knows a dialect.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{AppId, ConnectionStatus, KeyHash, NewEvent, Tier};
+use crate::partners::PartnerId;
+
+pub mod postgres;
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+/// Which engine a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or cannot write right now: answered 503, retried.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("not found")]
+    NotFound,
+    #[error("database error")]
+    Other(#[source] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A new app with its first key (only the key's hash and display prefix).
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub id: AppId,
+    pub name: String,
+    pub tier: Tier,
+    pub key_hash: KeyHash,
+    pub key_prefix: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppRecord {
+    pub id: AppId,
+    pub name: String,
+    pub tier: Tier,
+    pub created_at: DateTime<Utc>,
+    /// Display prefixes of the keys that still work, newest first.
+    pub key_prefixes: Vec<String>,
+}
+
+/// A key that currently authenticates, as cached in memory by the server.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub hash: KeyHash,
+    pub app_id: AppId,
+    pub tier: Tier,
+    /// Set on a rotated-out key: it stops working at this time.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The result of recording one delivery, in the order of the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Recorded { event_id: Uuid },
+    Duplicate { first_event_id: Uuid },
+}
+
+/// Counter increments for verdicts that store no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterDelta {
+    pub app_id: AppId,
+    pub partner: PartnerId,
+    pub organic_ignored: i64,
+    pub rejected: i64,
+}
+
+/// One row of `partner_connections`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartnerConnection {
+    pub partner: PartnerId,
+    pub status: ConnectionStatus,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub installs: i64,
+    pub events: i64,
+    pub organic_ignored: i64,
+    pub duplicates: i64,
+    pub rejected: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Apply pending migrations of this backend's folder.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Close the pool, waiting for checked-out connections to return.
+    async fn close(&self);
+
+    async fn create_app(&self, app: &NewApp) -> Result<AppRecord, StoreError>;
+
+    /// Create `app` only when no app exists yet, atomically; true when it was created.
+    async fn create_app_if_none(&self, app: &NewApp) -> Result<bool, StoreError>;
+
+    /// All apps, oldest first.
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
+
+    async fn get_app(&self, id: AppId) -> Result<Option<AppRecord>, StoreError>;
+
+    /// Add a new key; keys that work now keep working until `old_keys_expire_at`
+    /// (or their own earlier expiry). `NotFound` for an unknown app.
+    async fn rotate_key(
+        &self,
+        app: AppId,
+        new_hash: KeyHash,
+        new_prefix: &str,
+        now: DateTime<Utc>,
+        old_keys_expire_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// `NotFound` for an unknown app.
+    async fn set_tier(&self, app: AppId, tier: Tier) -> Result<(), StoreError>;
+
+    /// Keys that authenticate at `now` (no expiry, or expiry after `now`).
+    async fn active_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// In ONE transaction: insert each event unless its (app, partner, dedupe_key) was
+    /// seen (also earlier in the same batch), create first-touch attributions for new
+    /// users' installs, and update `partner_connections` (counters, status,
+    /// last_success_at) including `counters`. Outcomes are in the order of `events`.
+    async fn record_batch(
+        &self,
+        events: &[NewEvent],
+        counters: &[CounterDelta],
+    ) -> Result<Vec<RecordOutcome>, StoreError>;
+
+    /// The `partner_connections` rows of one app (partners never heard from are absent).
+    async fn partner_connections(&self, app: AppId) -> Result<Vec<PartnerConnection>, StoreError>;
+}
+
+/// Connection pool settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    /// How long a query waits for a connection before the store reports `Unavailable`.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: std::time::Duration::from_secs(3),
+        }
+    }
+}
