@@ -1,3 +1,237 @@
+//! postback-gateway: receives mobile attribution postbacks, keeps the attributed
+//! installs, and shows per partner whether the integration is connected.
+//!
+//! A postback travels `http/postbacks.rs` → `ingest.rs` → `partners/<partner>.rs` →
+//! `writer.rs` → `store/<backend>.rs`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub mod apps;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod http;
+pub mod ingest;
+pub mod keys;
 pub mod partners;
+pub mod quota;
 pub mod store;
+pub mod telemetry;
+pub mod writer;
+
+use apps::CreatedApp;
+use config::{Config, DatabaseKind};
+use store::{postgres::PgStore, sqlite::SqliteStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Apps(#[from] apps::AppsError),
+    #[error("server: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Open the configured database and apply pending migrations.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let store: Arc<dyn Store> = match config.database_kind()? {
+        DatabaseKind::Postgres(url) => Arc::new(PgStore::connect(&url, &config.pool()).await?),
+        DatabaseKind::Sqlite(url) => Arc::new(SqliteStore::open(&url, &config.pool()).await?),
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// A built server: database open and migrated, sockets bound, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    router: axum::Router,
+    metrics_router: axum::Router,
+    store: Arc<dyn Store>,
+    writer_task: JoinHandle<()>,
+    background: CancellationToken,
+    shutdown_timeout: Duration,
+    base_url: String,
+    /// The `default` app, when this start created it on an empty database.
+    pub created_default_app: Option<CreatedApp>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let store = open_store(&config).await?;
+        Self::build_with_store(config, store).await
+    }
+
+    /// Build around an already opened and migrated store (tests share theirs).
+    pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
+        let created_default_app = apps::create_default_app(store.as_ref()).await?;
+
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let listener = bind(config.listen_addr).await?;
+        let metrics_listener = match config.metrics_addr() {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let address = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+
+        let background = CancellationToken::new();
+        let keys = Arc::new(keys::KeyCache::new(store.clone()));
+        keys.reload_if_older_than(Duration::ZERO).await?;
+        tokio::spawn(
+            keys.clone()
+                .refresh_loop(Duration::from_millis(config.keys.refresh_ms.max(100)), background.clone()),
+        );
+        let (writer, writer_task) = writer::Writer::spawn(
+            store.clone(),
+            writer::WriterConfig {
+                max_batch: config.writer.max_batch,
+                max_wait: Duration::from_millis(config.writer.max_wait_ms),
+                queue_capacity: config.writer.queue_capacity,
+            },
+        );
+        let request_timeout = Duration::from_millis(config.http.request_timeout_ms);
+        // Leave the commit wait a margin inside the request deadline so a slow
+        // database yields our 503, not the timeout layer's.
+        let commit_timeout = request_timeout.mul_f64(0.9);
+        let ingestor = ingest::Ingestor::new(
+            keys,
+            quota::Quota::new(config.quota.standard_per_hour),
+            writer,
+            commit_timeout,
+        );
+        let state = http::AppState {
+            ingestor: Arc::new(ingestor),
+            store: store.clone(),
+            prometheus: telemetry::prometheus(),
+            max_body_bytes: config.http.max_body_bytes,
+        };
+        let router = http::router(
+            state.clone(),
+            http::RouterOptions {
+                request_timeout,
+                metrics_on_main: metrics_listener.is_none(),
+            },
+        );
+        let metrics_router = http::metrics_router(state);
+        Ok(Self {
+            listener,
+            metrics_listener,
+            router,
+            metrics_router,
+            store,
+            writer_task,
+            background,
+            shutdown_timeout: Duration::from_millis(config.http.shutdown_timeout_ms),
+            base_url: config.public_base_url(address),
+            created_default_app,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Base of every endpoint URL (PUBLIC_BASE_URL, or http://<bound address>).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Serve until `shutdown` completes; then stop accepting, let in-flight requests
+    /// finish (up to the drain timeout), commit what the writer holds, close the pool.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let stop = CancellationToken::new();
+        let main = {
+            let stop = stop.clone();
+            axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+        };
+        let mut main = tokio::spawn(async move { main.await });
+        if let Some(listener) = self.metrics_listener {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, self.metrics_router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            });
+        }
+
+        let served = tokio::select! {
+            result = &mut main => Some(result),
+            _ = shutdown => None,
+        };
+        stop.cancel();
+        let served = match served {
+            Some(result) => result,
+            None => {
+                tracing::info!("shutting down: draining in-flight requests");
+                match tokio::time::timeout(self.shutdown_timeout, &mut main).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("drain timeout reached; closing remaining connections");
+                        main.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        self.background.cancel();
+        // Every handler (and so every writer handle) is gone: the writer commits
+        // what is queued and ends.
+        if tokio::time::timeout(self.shutdown_timeout, self.writer_task).await.is_err() {
+            tracing::error!("writer did not finish within the drain timeout");
+        }
+        self.store.close().await;
+        tracing::info!("shutdown complete");
+        served.map_err(std::io::Error::other)?
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

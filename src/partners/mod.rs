@@ -178,6 +178,12 @@ impl fmt::Display for PartnerId {
     }
 }
 
+impl serde::Serialize for PartnerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl FromStr for PartnerId {
     type Err = UnknownPartner;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -239,4 +245,35 @@ fn sorted(v: &Value) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
         other => other.clone(),
     }
+}
+
+/// Replace NUL characters in every key and string value: PostgreSQL cannot store them
+/// in text or jsonb, and no partner sends them on purpose.
+pub fn sanitize(fields: &mut Fields) {
+    fn clean_str(s: &str) -> Option<String> {
+        s.contains('\0').then(|| s.replace('\0', "\u{FFFD}"))
+    }
+    fn clean_value(v: &mut Value) {
+        match v {
+            Value::String(s) => {
+                if let Some(c) = clean_str(s) {
+                    *s = c;
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(clean_value),
+            Value::Object(m) => clean_map(m),
+            _ => {}
+        }
+    }
+    fn clean_map(m: &mut Fields) {
+        if m.keys().any(|k| k.contains('\0')) {
+            let old = std::mem::take(m);
+            for (k, v) in old {
+                let k = clean_str(&k).unwrap_or(k);
+                m.entry(k).or_insert(v);
+            }
+        }
+        m.values_mut().for_each(clean_value);
+    }
+    clean_map(fields);
 }

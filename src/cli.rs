@@ -1,0 +1,161 @@
+//! The command line: `serve` (default), `migrate`, `apps …`. Every command opens the
+//! configured database and applies pending migrations first.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::apps::{self, CreatedApp};
+use crate::config::Config;
+use crate::domain::{AppId, Tier};
+use crate::{open_store, shutdown_signal, App, StartError};
+
+#[derive(Debug, Parser)]
+#[command(name = "postback-gateway", version, about = "Receives mobile attribution postbacks and stores attributed installs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default command).
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:8080 (overrides LISTEN_ADDR).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Manage apps and their API keys.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Create an app; prints its id and its API key (shown only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "standard", value_parser = parse_tier)]
+        tier: Tier,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List apps with their tier and key prefixes (never the keys).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new API key; the old one keeps working for the grace period.
+    RotateKey {
+        app_id: AppId,
+        /// Hours the current key keeps working.
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an app's tier (standard: hourly quota; enterprise: unlimited).
+    SetTier {
+        app_id: AppId,
+        #[arg(value_parser = parse_tier)]
+        tier: Tier,
+    },
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    s.parse().map_err(|e: crate::domain::InvalidTier| e.to_string())
+}
+
+/// Run one command; what it prints goes to stdout, errors are returned.
+pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
+    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+        Command::Serve { listen } => {
+            if let Some(addr) = listen {
+                config.listen_addr = addr;
+            }
+            let app = App::build(config).await?;
+            if let Some(created) = &app.created_default_app {
+                println!("{}", apps::describe_new_app(created, app.base_url()));
+            }
+            tracing::info!(address = %app.address(), "listening");
+            Ok(app.run(shutdown_signal()).await?)
+        }
+        Command::Migrate => {
+            let store = open_store(&config).await?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Apps(cmd) => {
+            let store = open_store(&config).await?;
+            let result = run_apps(cmd, store.as_ref(), &config).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn run_apps(cmd: AppsCommand, store: &dyn crate::store::Store, config: &Config) -> Result<(), StartError> {
+    let base_url = config.public_base_url(config.listen_addr);
+    match cmd {
+        AppsCommand::Create { name, tier, json } => {
+            let created = apps::create_app(store, &name, tier).await?;
+            if json {
+                println!("{}", created_json(&created, &base_url));
+            } else {
+                println!("{}", apps::describe_new_app(&created, &base_url));
+            }
+        }
+        AppsCommand::List { json } => {
+            let list = store.list_apps().await?;
+            if json {
+                let apps: Vec<_> = list
+                    .iter()
+                    .map(|a| {
+                        json!({"app_id": a.id, "name": a.name, "tier": a.tier,
+                               "key_prefixes": a.key_prefixes, "created_at": a.created_at})
+                    })
+                    .collect();
+                println!("{}", json!({ "apps": apps }));
+            } else {
+                println!("{:<38} {:<12} {:<24} NAME", "APP ID", "TIER", "KEY PREFIX");
+                for a in list {
+                    let prefix = a.key_prefixes.first().map_or("-", String::as_str);
+                    println!("{:<38} {:<12} {:<24} {}", a.id, a.tier, format!("{prefix}…"), a.name);
+                }
+            }
+        }
+        AppsCommand::RotateKey { app_id, grace_hours, json } => {
+            let key = apps::rotate_key(store, app_id, grace_hours).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"app_id": app_id, "api_key": key.expose(), "old_key_grace_hours": grace_hours})
+                );
+            } else {
+                println!("new API key for {app_id}: {}", key.expose());
+                println!("  (shown once; the previous key keeps working for {grace_hours} h)");
+            }
+        }
+        AppsCommand::SetTier { app_id, tier } => {
+            apps::set_tier(store, app_id, tier).await?;
+            println!("{app_id}: tier {tier}");
+        }
+    }
+    Ok(())
+}
+
+fn created_json(created: &CreatedApp, base_url: &str) -> serde_json::Value {
+    json!({
+        "app_id": created.app.id,
+        "name": created.app.name,
+        "tier": created.app.tier,
+        "api_key": created.api_key.expose(),
+        "endpoints": apps::endpoints(base_url, Some(&created.api_key)),
+    })
+}

@@ -1,0 +1,278 @@
+//! Typed configuration: the embedded `config/default.toml`, then environment
+//! variables, then command-line flags. Validated on load; errors name the bad key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::store::PoolConfig;
+
+/// The defaults, compiled in so the binary runs from any working directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Where the embedded SQLite database lives when no `DATABASE_URL` is set.
+pub const DEFAULT_SQLITE_URL: &str = "sqlite://data/postbacks.db";
+
+/// Environment variables read under their own (unprefixed) names.
+const PLAIN_ENV: [&str; 5] = [
+    "DATABASE_URL",
+    "LISTEN_ADDR",
+    "ADMIN_TOKEN",
+    "PUBLIC_BASE_URL",
+    "METRICS_LISTEN_ADDR",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen_addr: SocketAddr,
+    /// Database URL; empty selects the embedded SQLite file.
+    pub database_url: String,
+    /// Admin bearer token; empty disables the admin routes.
+    pub admin_token: Secret,
+    /// Base URL used when printing endpoint URLs; empty means `http://<listen_addr>`.
+    pub public_base_url: String,
+    /// Optional separate listener for `/metrics`.
+    pub metrics_listen_addr: String,
+    pub http: HttpConfig,
+    pub quota: QuotaConfig,
+    pub database: DatabaseConfig,
+    pub writer: WriterConfig,
+    pub keys: KeysConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Whole-request deadline in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Drain time on shutdown in milliseconds.
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Postback requests per clock hour for `standard` apps.
+    pub standard_per_hour: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// Wait for a pooled connection, in milliseconds.
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Most postbacks per commit.
+    pub max_batch: usize,
+    /// Extra wait for a batch to fill, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Bounded queue in front of the writer.
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Reload interval of the in-memory key table, in milliseconds.
+    pub refresh_ms: u64,
+}
+
+/// A string that never prints its value.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(<empty>)" } else { "Secret(<redacted>)" })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Which database a URL selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Postgres(String),
+    Sqlite(String),
+}
+
+impl Config {
+    /// Defaults, then the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_figment(
+            Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Env::raw().only(&PLAIN_ENV))
+                .merge(Env::prefixed("PBG_").split("__")),
+        )
+    }
+
+    /// Defaults only: the base for tests and tools that set fields directly.
+    pub fn defaults() -> Self {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)))
+            .expect("embedded default.toml is valid")
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if let Err(e) = self.database_kind() {
+            return Err(e);
+        }
+        if self.http.max_body_bytes == 0 {
+            return invalid("http.max_body_bytes", "must be at least 1");
+        }
+        if self.http.request_timeout_ms == 0 {
+            return invalid("http.request_timeout_ms", "must be at least 1");
+        }
+        if self.writer.max_batch == 0 {
+            return invalid("writer.max_batch", "must be at least 1");
+        }
+        if self.writer.queue_capacity == 0 {
+            return invalid("writer.queue_capacity", "must be at least 1");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if !self.public_base_url.is_empty()
+            && !(self.public_base_url.starts_with("http://")
+                || self.public_base_url.starts_with("https://"))
+        {
+            return invalid("public_base_url", "must start with http:// or https://");
+        }
+        if !self.metrics_listen_addr.is_empty()
+            && self.metrics_listen_addr.parse::<SocketAddr>().is_err()
+        {
+            return invalid("metrics_listen_addr", "must be an address like 127.0.0.1:9090");
+        }
+        Ok(())
+    }
+
+    pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+        let url = self.database_url.trim();
+        if url.is_empty() {
+            return Ok(DatabaseKind::Sqlite(DEFAULT_SQLITE_URL.to_owned()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseKind::Postgres(url.to_owned()))
+        } else if url.starts_with("sqlite:") {
+            Ok(DatabaseKind::Sqlite(url.to_owned()))
+        } else {
+            Err(ConfigError::Invalid {
+                key: "database_url",
+                message: "must start with postgres://, postgresql:// or sqlite:".to_owned(),
+            })
+        }
+    }
+
+    /// The base of every printed endpoint URL, without a trailing slash.
+    pub fn public_base_url(&self, bound: SocketAddr) -> String {
+        if self.public_base_url.is_empty() {
+            format!("http://{bound}")
+        } else {
+            self.public_base_url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            max_connections: self.database.max_connections,
+            acquire_timeout: Duration::from_millis(self.database.acquire_timeout_ms),
+        }
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listen_addr.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_select_embedded_sqlite_on_localhost_8080() {
+        let c = Config::defaults();
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            c.database_kind().unwrap(),
+            DatabaseKind::Sqlite(DEFAULT_SQLITE_URL.into())
+        );
+        assert_eq!(c.quota.standard_per_hour, 100);
+        assert_eq!(c.public_base_url("127.0.0.1:8080".parse().unwrap()), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_overrides_plain_and_prefixed_keys() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://u@h/db");
+            jail.set_env("LISTEN_ADDR", "0.0.0.0:9000");
+            jail.set_env("ADMIN_TOKEN", "s3cret");
+            jail.set_env("PBG_QUOTA__STANDARD_PER_HOUR", "7");
+            let c = Config::load().expect("loads");
+            assert_eq!(c.database_kind().unwrap(), DatabaseKind::Postgres("postgres://u@h/db".into()));
+            assert_eq!(c.listen_addr.port(), 9000);
+            assert_eq!(c.admin_token.expose(), "s3cret");
+            assert!(!format!("{c:?}").contains("s3cret"));
+            assert_eq!(c.quota.standard_per_hour, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "mysql://x");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("database_url"), "{err}");
+            jail.set_env("DATABASE_URL", "");
+            jail.set_env("LISTEN_ADDR", "not-an-addr");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("listen_addr"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,138 @@
+//! The one error type of the HTTP layer: each variant knows its status and stable
+//! `code`; one `IntoResponse` writes `{"error":{"code","message"}}` and its headers.
+//! 5xx bodies carry no internal detail.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::ingest::IngestError;
+use crate::partners::Invalid;
+
+/// Seconds a client is asked to wait after a 503.
+const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    InvalidPayload(String),
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("{0}")]
+    AdminUnauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("unknown partner; expected one of kochava, tune, appsflyer, adjust, singular, branch")]
+    UnknownPartner,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed; use {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("hourly postback quota exceeded; retry after the window resets")]
+    RateLimited { retry_after: u64 },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("service temporarily unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::InvalidPayload(_) | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized | AppError::AdminUnauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::UnknownPartner | AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::InvalidPayload(_) => "invalid_payload",
+            AppError::BadRequest(_) => "bad_request",
+            AppError::Unauthorized | AppError::AdminUnauthorized(_) => "unauthorized",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::UnknownPartner => "unknown_partner",
+            AppError::NotFound(_) => "not_found",
+            AppError::MethodNotAllowed { .. } => "method_not_allowed",
+            AppError::PayloadTooLarge { .. } => "payload_too_large",
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::Unavailable => "unavailable",
+            AppError::Internal => "internal",
+        }
+    }
+}
+
+impl From<Invalid> for AppError {
+    fn from(e: Invalid) -> Self {
+        AppError::InvalidPayload(e.to_string())
+    }
+}
+
+impl From<IngestError> for AppError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::MethodNotAllowed { partner } => AppError::MethodNotAllowed {
+                allow: partner.allowed_methods(),
+            },
+            IngestError::Unauthorized => AppError::Unauthorized,
+            IngestError::RateLimited(info) => AppError::RateLimited {
+                retry_after: info.retry_after(chrono::Utc::now()),
+            },
+            IngestError::Invalid(invalid) => invalid.into(),
+            IngestError::Overloaded | IngestError::Unavailable => AppError::Unavailable,
+            IngestError::Internal => AppError::Internal,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Unavailable(_) => AppError::Unavailable,
+            StoreError::NotFound => AppError::NotFound("not found".into()),
+            other => {
+                tracing::error!(error = ?other, "store error");
+                AppError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code(), "message": self.to_string()}}));
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            AppError::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            AppError::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER));
+            }
+            AppError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            AppError::AdminUnauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"postback-gateway\""),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}

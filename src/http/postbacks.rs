@@ -1,0 +1,101 @@
+//! `/v1/postbacks/{partner}`: a thin shell around [`crate::ingest`].
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::json;
+
+use super::error::AppError;
+use super::AppState;
+use crate::ingest::{Outcome, PostbackRequest};
+use crate::partners::{Method, PartnerId};
+use crate::quota::RateInfo;
+use crate::telemetry;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/postbacks/{partner}", any(receive))
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(partner): Path<String>,
+    method: HttpMethod,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let received_at = Utc::now();
+    let partner: PartnerId = match partner.parse() {
+        Ok(p) => p,
+        Err(_) => return AppError::UnknownPartner.into_response(),
+    };
+    let method = match method {
+        HttpMethod::GET => Method::Get,
+        HttpMethod::POST => Method::Post,
+        _ => {
+            return AppError::MethodNotAllowed {
+                allow: partner.allowed_methods(),
+            }
+            .into_response()
+        }
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            telemetry::postback_handled(partner.as_str(), "payload_too_large");
+            return AppError::PayloadTooLarge {
+                limit: state.max_body_bytes,
+            }
+            .into_response();
+        }
+        Err(_) => {
+            telemetry::postback_handled(partner.as_str(), "invalid");
+            return AppError::InvalidPayload("could not read the request body".into())
+                .into_response();
+        }
+    };
+    let reply = state
+        .ingestor
+        .handle(PostbackRequest {
+            partner,
+            method,
+            header_key: headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+            query: query.as_deref().unwrap_or(""),
+            body: &body,
+            received_at,
+        })
+        .await;
+
+    let mut response = match reply.result {
+        Ok(outcome) => {
+            telemetry::postback_handled(partner.as_str(), outcome.verdict());
+            Json(match outcome {
+                Outcome::Accepted { event_id } => json!({"status": "accepted", "event_id": event_id}),
+                Outcome::Duplicate { first_event_id } => {
+                    json!({"status": "duplicate", "event_id": first_event_id})
+                }
+                Outcome::Organic => json!({"status": "ignored", "reason": "organic"}),
+            })
+            .into_response()
+        }
+        Err(e) => {
+            telemetry::postback_handled(partner.as_str(), e.verdict());
+            AppError::from(e).into_response()
+        }
+    };
+    if let Some(rate) = reply.rate {
+        add_rate_headers(response.headers_mut(), rate);
+    }
+    response
+}
+
+fn add_rate_headers(headers: &mut HeaderMap, rate: RateInfo) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(rate.reset));
+}

@@ -1,0 +1,88 @@
+//! Logging and metrics setup, and one named function per metric so that metric names
+//! and labels exist in exactly one place.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Production logging: `RUST_LOG` (default `info`) to stderr. Stdout is kept for
+/// the CLI's output and the first-start printout.
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the process-wide Prometheus recorder once and return its handle.
+pub fn prometheus() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(names::REQUEST_SECONDS.to_owned()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::BATCH_SIZE.to_owned()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                    )
+                })
+                .expect("static bucket lists are non-empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests in one process); the
+            // handle still renders ours.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+mod names {
+    pub const POSTBACKS: &str = "postback_gateway_postbacks_total";
+    pub const REQUEST_SECONDS: &str = "postback_gateway_http_request_duration_seconds";
+    pub const BATCH_SIZE: &str = "postback_gateway_write_batch_size";
+    pub const DB_ERRORS: &str = "postback_gateway_db_errors_total";
+    pub const QUOTA_REJECTIONS: &str = "postback_gateway_quota_rejections_total";
+    pub const QUEUE_FULL: &str = "postback_gateway_writer_queue_full_total";
+}
+
+/// One postback answered, by partner and verdict (`accepted`, `duplicate`, `organic`,
+/// `invalid`, `unauthorized`, `rate_limited`, `unavailable`, …).
+pub fn postback_handled(partner: &'static str, verdict: &'static str) {
+    metrics::counter!(names::POSTBACKS, "partner" => partner, "verdict" => verdict).increment(1);
+}
+
+/// Latency of one HTTP request, by matched route.
+pub fn request_finished(route: String, status: u16, elapsed: Duration) {
+    metrics::histogram!(names::REQUEST_SECONDS, "route" => route, "status" => status.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+/// One transaction committed (or attempted) by the writer with this many postbacks.
+pub fn batch_written(size: usize) {
+    metrics::histogram!(names::BATCH_SIZE).record(size as f64);
+}
+
+/// A database operation failed; `kind` is `unavailable` or `other`.
+pub fn db_error(kind: &'static str) {
+    metrics::counter!(names::DB_ERRORS, "kind" => kind).increment(1);
+}
+
+pub fn quota_rejected(partner: &'static str) {
+    metrics::counter!(names::QUOTA_REJECTIONS, "partner" => partner).increment(1);
+}
+
+pub fn writer_queue_full() {
+    metrics::counter!(names::QUEUE_FULL).increment(1);
+}
