@@ -1,0 +1,11 @@
+//! API tests: the real server over HTTP on 127.0.0.1:0, each test on SQLite and on
+//! PostgreSQL with a fresh database.
+
+mod helpers;
+
+mod cli;
+mod health;
+mod keys;
+mod postbacks;
+mod quota;
+mod secrets;
