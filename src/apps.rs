@@ -53,7 +53,11 @@ fn new_app(name: &str, tier: Tier) -> Result<(NewApp, ApiKey), AppsError> {
     Ok((app, key))
 }
 
-pub async fn create_app(store: &dyn Store, name: &str, tier: Tier) -> Result<CreatedApp, AppsError> {
+pub async fn create_app(
+    store: &dyn Store,
+    name: &str,
+    tier: Tier,
+) -> Result<CreatedApp, AppsError> {
     let (new, api_key) = new_app(name, tier)?;
     let app = store.create_app(&new).await.map_err(AppsError::Store)?;
     Ok(CreatedApp { app, api_key })
@@ -63,7 +67,11 @@ pub async fn create_app(store: &dyn Store, name: &str, tier: Tier) -> Result<Cre
 /// app exists already.
 pub async fn create_default_app(store: &dyn Store) -> Result<Option<CreatedApp>, AppsError> {
     let (new, api_key) = new_app(DEFAULT_APP_NAME, Tier::Standard)?;
-    if !store.create_app_if_none(&new).await.map_err(AppsError::Store)? {
+    if !store
+        .create_app_if_none(&new)
+        .await
+        .map_err(AppsError::Store)?
+    {
         return Ok(None);
     }
     let app = store
@@ -75,14 +83,24 @@ pub async fn create_default_app(store: &dyn Store) -> Result<Option<CreatedApp>,
 }
 
 /// Issue a new key; the app's current keys keep working for `grace_hours`.
-pub async fn rotate_key(store: &dyn Store, app: AppId, grace_hours: u32) -> Result<ApiKey, AppsError> {
+pub async fn rotate_key(
+    store: &dyn Store,
+    app: AppId,
+    grace_hours: u32,
+) -> Result<ApiKey, AppsError> {
     if grace_hours > 8760 {
         return Err(AppsError::InvalidGrace);
     }
     let key = ApiKey::generate();
     let now = Utc::now();
     store
-        .rotate_key(app, key.hash(), &key.display_prefix(), now, now + Duration::hours(grace_hours.into()))
+        .rotate_key(
+            app,
+            key.hash(),
+            &key.display_prefix(),
+            now,
+            now + Duration::hours(grace_hours.into()),
+        )
         .await
         .map_err(store_err(app))?;
     Ok(key)
@@ -127,7 +145,11 @@ pub fn endpoints(base_url: &str, key: Option<&ApiKey>) -> Vec<Endpoint> {
 pub fn describe_new_app(created: &CreatedApp, base_url: &str) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "app created: {} (tier {})", created.app.name, created.app.tier);
+    let _ = writeln!(
+        out,
+        "app created: {} (tier {})",
+        created.app.name, created.app.tier
+    );
     let _ = writeln!(out, "  app id:  {}", created.app.id);
     let _ = writeln!(out, "  API key: {}", created.api_key.expose());
     let _ = writeln!(out, "  (shown once; only its hash is stored)");

@@ -12,7 +12,11 @@ use crate::domain::{AppId, Tier};
 use crate::{open_store, shutdown_signal, App, StartError};
 
 #[derive(Debug, Parser)]
-#[command(name = "postback-gateway", version, about = "Receives mobile attribution postbacks and stores attributed installs")]
+#[command(
+    name = "postback-gateway",
+    version,
+    about = "Receives mobile attribution postbacks and stores attributed installs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -68,7 +72,8 @@ pub enum AppsCommand {
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
-    s.parse().map_err(|e: crate::domain::InvalidTier| e.to_string())
+    s.parse()
+        .map_err(|e: crate::domain::InvalidTier| e.to_string())
 }
 
 /// Run one command; what it prints goes to stdout, errors are returned.
@@ -100,7 +105,11 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
     }
 }
 
-async fn run_apps(cmd: AppsCommand, store: &dyn crate::store::Store, config: &Config) -> Result<(), StartError> {
+async fn run_apps(
+    cmd: AppsCommand,
+    store: &dyn crate::store::Store,
+    config: &Config,
+) -> Result<(), StartError> {
     let base_url = config.public_base_url(config.listen_addr);
     match cmd {
         AppsCommand::Create { name, tier, json } => {
@@ -126,11 +135,21 @@ async fn run_apps(cmd: AppsCommand, store: &dyn crate::store::Store, config: &Co
                 println!("{:<38} {:<12} {:<24} NAME", "APP ID", "TIER", "KEY PREFIX");
                 for a in list {
                     let prefix = a.key_prefixes.first().map_or("-", String::as_str);
-                    println!("{:<38} {:<12} {:<24} {}", a.id, a.tier, format!("{prefix}…"), a.name);
+                    println!(
+                        "{:<38} {:<12} {:<24} {}",
+                        a.id,
+                        a.tier,
+                        format!("{prefix}…"),
+                        a.name
+                    );
                 }
             }
         }
-        AppsCommand::RotateKey { app_id, grace_hours, json } => {
+        AppsCommand::RotateKey {
+            app_id,
+            grace_hours,
+            json,
+        } => {
             let key = apps::rotate_key(store, app_id, grace_hours).await?;
             if json {
                 println!(

@@ -110,7 +110,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "Secret(<empty>)" } else { "Secret(<redacted>)" })
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(<redacted>)"
+        })
     }
 }
 
@@ -185,7 +189,10 @@ impl Config {
         if !self.metrics_listen_addr.is_empty()
             && self.metrics_listen_addr.parse::<SocketAddr>().is_err()
         {
-            return invalid("metrics_listen_addr", "must be an address like 127.0.0.1:9090");
+            return invalid(
+                "metrics_listen_addr",
+                "must be an address like 127.0.0.1:9090",
+            );
         }
         Ok(())
     }
@@ -242,7 +249,10 @@ mod tests {
             DatabaseKind::Sqlite(DEFAULT_SQLITE_URL.into())
         );
         assert_eq!(c.quota.standard_per_hour, 100);
-        assert_eq!(c.public_base_url("127.0.0.1:8080".parse().unwrap()), "http://127.0.0.1:8080");
+        assert_eq!(
+            c.public_base_url("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
     }
 
     #[test]
@@ -253,7 +263,10 @@ mod tests {
             jail.set_env("ADMIN_TOKEN", "s3cret");
             jail.set_env("PBG_QUOTA__STANDARD_PER_HOUR", "7");
             let c = Config::load().expect("loads");
-            assert_eq!(c.database_kind().unwrap(), DatabaseKind::Postgres("postgres://u@h/db".into()));
+            assert_eq!(
+                c.database_kind().unwrap(),
+                DatabaseKind::Postgres("postgres://u@h/db".into())
+            );
             assert_eq!(c.listen_addr.port(), 9000);
             assert_eq!(c.admin_token.expose(), "s3cret");
             assert!(!format!("{c:?}").contains("s3cret"));

@@ -48,7 +48,9 @@ pub struct InvalidAppId;
 impl FromStr for AppId {
     type Err = InvalidAppId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s.trim()).map(Self).map_err(|_| InvalidAppId)
+        Uuid::parse_str(s.trim())
+            .map(Self)
+            .map_err(|_| InvalidAppId)
     }
 }
 
@@ -204,7 +206,10 @@ pub struct Segments {
 
 impl Segments {
     pub fn is_empty(&self) -> bool {
-        self.source.is_none() && self.campaign.is_none() && self.adgroup.is_none() && self.ad.is_none()
+        self.source.is_none()
+            && self.campaign.is_none()
+            && self.adgroup.is_none()
+            && self.ad.is_none()
     }
 }
 

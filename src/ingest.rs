@@ -94,7 +94,12 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub fn new(keys: Arc<KeyCache>, quota: Quota, writer: Writer, commit_timeout: Duration) -> Self {
+    pub fn new(
+        keys: Arc<KeyCache>,
+        quota: Quota,
+        writer: Writer,
+        commit_timeout: Duration,
+    ) -> Self {
         Self {
             keys,
             quota,
@@ -144,12 +149,20 @@ impl Ingestor {
         };
 
         let caller = self
-            .authenticate(req.header_key, &query, decoded.as_ref().ok(), req.received_at)
+            .authenticate(
+                req.header_key,
+                &query,
+                decoded.as_ref().ok(),
+                req.received_at,
+            )
             .await?;
         *app_id = Some(caller.app_id);
         tracing::Span::current().record("app_id", tracing::field::display(caller.app_id));
 
-        match self.quota.check(caller.app_id, caller.tier, req.received_at) {
+        match self
+            .quota
+            .check(caller.app_id, caller.tier, req.received_at)
+        {
             QuotaDecision::Unlimited => {}
             QuotaDecision::Allowed(info) => *rate = Some(info),
             QuotaDecision::Exceeded(info) => {

@@ -72,8 +72,7 @@ impl KeyCache {
             return Ok(());
         }
         let records = self.store.active_keys(Utc::now()).await?;
-        let table: HashMap<KeyHash, KeyRecord> =
-            records.into_iter().map(|r| (r.hash, r)).collect();
+        let table: HashMap<KeyHash, KeyRecord> = records.into_iter().map(|r| (r.hash, r)).collect();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = table;
         *last = Some(Instant::now());
         Ok(())

@@ -80,7 +80,10 @@ impl App {
     }
 
     /// Build around an already opened and migrated store (tests share theirs).
-    pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
+    pub async fn build_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
         let created_default_app = apps::create_default_app(store.as_ref()).await?;
 
         let bind = |addr: SocketAddr| async move {
@@ -101,10 +104,10 @@ impl App {
         let background = CancellationToken::new();
         let keys = Arc::new(keys::KeyCache::new(store.clone()));
         keys.reload_if_older_than(Duration::ZERO).await?;
-        tokio::spawn(
-            keys.clone()
-                .refresh_loop(Duration::from_millis(config.keys.refresh_ms.max(100)), background.clone()),
-        );
+        tokio::spawn(keys.clone().refresh_loop(
+            Duration::from_millis(config.keys.refresh_ms.max(100)),
+            background.clone(),
+        ));
         let (writer, writer_task) = writer::Writer::spawn(
             store.clone(),
             writer::WriterConfig {
@@ -152,7 +155,9 @@ impl App {
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Base of every endpoint URL (PUBLIC_BASE_URL, or http://<bound address>).
@@ -166,7 +171,10 @@ impl App {
 
     /// Serve until `shutdown` completes; then stop accepting, let in-flight requests
     /// finish (up to the drain timeout), commit what the writer holds, close the pool.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let stop = CancellationToken::new();
         let main = {
             let stop = stop.clone();
@@ -205,7 +213,10 @@ impl App {
         self.background.cancel();
         // Every handler (and so every writer handle) is gone: the writer commits
         // what is queued and ends.
-        if tokio::time::timeout(self.shutdown_timeout, self.writer_task).await.is_err() {
+        if tokio::time::timeout(self.shutdown_timeout, self.writer_task)
+            .await
+            .is_err()
+        {
             tracing::error!("writer did not finish within the drain timeout");
         }
         self.store.close().await;

@@ -92,10 +92,18 @@ mod tests {
         let QuotaDecision::Exceeded(info) = q.check(app, Tier::Standard, t) else {
             panic!("4th request must exceed");
         };
-        assert_eq!(info.reset, Utc.with_ymd_and_hms(2026, 1, 1, 11, 0, 0).unwrap().timestamp());
+        assert_eq!(
+            info.reset,
+            Utc.with_ymd_and_hms(2026, 1, 1, 11, 0, 0)
+                .unwrap()
+                .timestamp()
+        );
         assert_eq!(info.retry_after(t), 60);
         let next_hour = t + chrono::Duration::minutes(1);
-        assert!(matches!(q.check(app, Tier::Standard, next_hour), QuotaDecision::Allowed(_)));
+        assert!(matches!(
+            q.check(app, Tier::Standard, next_hour),
+            QuotaDecision::Allowed(_)
+        ));
     }
 
     #[test]
@@ -106,8 +114,17 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(q.check(a, Tier::Enterprise, now), QuotaDecision::Unlimited);
         }
-        assert!(matches!(q.check(a, Tier::Standard, now), QuotaDecision::Allowed(_)));
-        assert!(matches!(q.check(b, Tier::Standard, now), QuotaDecision::Allowed(_)));
-        assert!(matches!(q.check(a, Tier::Standard, now), QuotaDecision::Exceeded(_)));
+        assert!(matches!(
+            q.check(a, Tier::Standard, now),
+            QuotaDecision::Allowed(_)
+        ));
+        assert!(matches!(
+            q.check(b, Tier::Standard, now),
+            QuotaDecision::Allowed(_)
+        ));
+        assert!(matches!(
+            q.check(a, Tier::Standard, now),
+            QuotaDecision::Exceeded(_)
+        ));
     }
 }

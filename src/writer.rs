@@ -37,7 +37,10 @@ pub enum WriteError {
 }
 
 enum Job {
-    Record(Box<NewEvent>, oneshot::Sender<Result<RecordOutcome, WriteError>>),
+    Record(
+        Box<NewEvent>,
+        oneshot::Sender<Result<RecordOutcome, WriteError>>,
+    ),
     Count(CounterDelta),
 }
 
@@ -158,7 +161,9 @@ async fn write_batch(store: &dyn Store, jobs: Vec<Job>) {
     }
 }
 
-fn single_result(result: Result<Vec<RecordOutcome>, StoreError>) -> Result<RecordOutcome, WriteError> {
+fn single_result(
+    result: Result<Vec<RecordOutcome>, StoreError>,
+) -> Result<RecordOutcome, WriteError> {
     match result {
         Ok(mut outcomes) => outcomes.pop().ok_or(WriteError::Failed),
         Err(StoreError::Unavailable(_)) => Err(WriteError::Unavailable),

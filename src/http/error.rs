@@ -120,7 +120,10 @@ impl IntoResponse for AppError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             AppError::Unavailable => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+                );
             }
             AppError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));

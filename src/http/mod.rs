@@ -55,7 +55,9 @@ pub fn router(state: AppState, options: RouterOptions) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(observe))
-                .layer(HandleErrorLayer::new(|_: BoxError| async { AppError::Unavailable }))
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    AppError::Unavailable
+                }))
                 .layer(tower::timeout::TimeoutLayer::new(options.request_timeout))
                 .layer(DefaultBodyLimit::max(max_body)),
         )
@@ -71,7 +73,9 @@ async fn not_found() -> AppError {
 }
 
 async fn method_not_allowed() -> AppError {
-    AppError::MethodNotAllowed { allow: "see /openapi.json" }
+    AppError::MethodNotAllowed {
+        allow: "see /openapi.json",
+    }
 }
 
 /// One span per request with its id and matched route, never the raw URI (its query
@@ -95,9 +99,17 @@ async fn observe(request: Request, next: Next) -> Response {
         let status = response.status();
         let elapsed = started.elapsed();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request failed");
+            tracing::warn!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "request failed"
+            );
         } else {
-            tracing::debug!(status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request done");
+            tracing::debug!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "request done"
+            );
         }
         telemetry::request_finished(route, status.as_u16(), elapsed);
         response

@@ -75,7 +75,9 @@ async fn receive(
         Ok(outcome) => {
             telemetry::postback_handled(partner.as_str(), outcome.verdict());
             Json(match outcome {
-                Outcome::Accepted { event_id } => json!({"status": "accepted", "event_id": event_id}),
+                Outcome::Accepted { event_id } => {
+                    json!({"status": "accepted", "event_id": event_id})
+                }
                 Outcome::Duplicate { first_event_id } => {
                     json!({"status": "duplicate", "event_id": first_event_id})
                 }

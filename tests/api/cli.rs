@@ -12,25 +12,55 @@ both_backends!(
 );
 
 fn json_out(out: &std::process::Output, case: &str) -> Value {
-    assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{case}: stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "{case}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{case}: stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 async fn apps_commands_create_list_rotate_and_set_tier(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else { return };
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
     let url = db.url();
     let migrate = run_cli(url, &["migrate"]);
     assert!(migrate.status.success(), "migrate on a fresh database");
 
-    let created = json_out(&run_cli(url, &["apps", "create", "--name", "demo", "--json"]), "create");
+    let created = json_out(
+        &run_cli(url, &["apps", "create", "--name", "demo", "--json"]),
+        "create",
+    );
     assert_eq!(created["name"], "demo");
     assert_eq!(created["tier"], "standard");
     let app_id = created["app_id"].as_str().unwrap().to_owned();
     let key = created["api_key"].as_str().unwrap().to_owned();
-    assert!(key.starts_with("pbgk_") && key.len() == 69, "key format: {key}");
+    assert!(
+        key.starts_with("pbgk_") && key.len() == 69,
+        "key format: {key}"
+    );
 
-    let ent = json_out(&run_cli(url, &["apps", "create", "--name", "big", "--tier", "enterprise", "--json"]), "create enterprise");
+    let ent = json_out(
+        &run_cli(
+            url,
+            &[
+                "apps",
+                "create",
+                "--name",
+                "big",
+                "--tier",
+                "enterprise",
+                "--json",
+            ],
+        ),
+        "create enterprise",
+    );
     assert_eq!(ent["tier"], "enterprise");
 
     let list_out = run_cli(url, &["apps", "list", "--json"]);
@@ -42,15 +72,38 @@ async fn apps_commands_create_list_rotate_and_set_tier(backend: Backend) {
     assert_eq!(apps[0]["app_id"], app_id.as_str());
     assert_eq!(apps[0]["key_prefixes"][0], &key[..13]);
 
-    let rotated = json_out(&run_cli(url, &["apps", "rotate-key", &app_id, "--grace-hours", "2", "--json"]), "rotate");
+    let rotated = json_out(
+        &run_cli(
+            url,
+            &[
+                "apps",
+                "rotate-key",
+                &app_id,
+                "--grace-hours",
+                "2",
+                "--json",
+            ],
+        ),
+        "rotate",
+    );
     let new_key = rotated["api_key"].as_str().unwrap();
     assert_ne!(new_key, key);
-    let list = json_out(&run_cli(url, &["apps", "list", "--json"]), "list after rotate");
-    assert_eq!(list["apps"][0]["key_prefixes"].as_array().unwrap().len(), 2, "old key still active in its grace period");
+    let list = json_out(
+        &run_cli(url, &["apps", "list", "--json"]),
+        "list after rotate",
+    );
+    assert_eq!(
+        list["apps"][0]["key_prefixes"].as_array().unwrap().len(),
+        2,
+        "old key still active in its grace period"
+    );
 
     let set = run_cli(url, &["apps", "set-tier", &app_id, "enterprise"]);
     assert!(set.status.success());
-    let list = json_out(&run_cli(url, &["apps", "list", "--json"]), "list after set-tier");
+    let list = json_out(
+        &run_cli(url, &["apps", "list", "--json"]),
+        "list after set-tier",
+    );
     assert_eq!(list["apps"][0]["tier"], "enterprise");
 
     let text = run_cli(url, &["apps", "list"]);
@@ -58,14 +111,28 @@ async fn apps_commands_create_list_rotate_and_set_tier(backend: Backend) {
 }
 
 async fn apps_commands_fail_with_a_message_and_nonzero_exit(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else { return };
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
     let url = db.url();
     let unknown = uuid::Uuid::now_v7().to_string();
     for (case, args) in [
-        ("set-tier unknown app", vec!["apps", "set-tier", unknown.as_str(), "enterprise"]),
-        ("rotate unknown app", vec!["apps", "rotate-key", unknown.as_str()]),
-        ("bad tier", vec!["apps", "create", "--name", "x", "--tier", "gold"]),
-        ("bad app id", vec!["apps", "set-tier", "not-a-uuid", "standard"]),
+        (
+            "set-tier unknown app",
+            vec!["apps", "set-tier", unknown.as_str(), "enterprise"],
+        ),
+        (
+            "rotate unknown app",
+            vec!["apps", "rotate-key", unknown.as_str()],
+        ),
+        (
+            "bad tier",
+            vec!["apps", "create", "--name", "x", "--tier", "gold"],
+        ),
+        (
+            "bad app id",
+            vec!["apps", "set-tier", "not-a-uuid", "standard"],
+        ),
         ("empty name", vec!["apps", "create", "--name", " "]),
     ] {
         let out = run_cli(url, &args);
@@ -76,23 +143,47 @@ async fn apps_commands_fail_with_a_message_and_nonzero_exit(backend: Backend) {
 }
 
 async fn first_start_prints_the_default_app_key_and_every_endpoint_once(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else { return };
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
     let server = ServerProcess::start(db.url(), &[]);
     let address = server.address.clone();
     let (status, output) = server.terminate();
     assert!(status.success(), "exit 0 after SIGTERM: {status}\n{output}");
-    assert!(output.contains("app created: default (tier standard)"), "{output}");
-    let key_line = output.lines().find(|l| l.contains("API key:")).expect("key printed");
+    assert!(
+        output.contains("app created: default (tier standard)"),
+        "{output}"
+    );
+    let key_line = output
+        .lines()
+        .find(|l| l.contains("API key:"))
+        .expect("key printed");
     let key = key_line.split_whitespace().last().unwrap().to_owned();
     assert!(key.starts_with("pbgk_"));
-    for partner in ["kochava", "tune", "appsflyer", "adjust", "singular", "branch"] {
-        assert!(output.contains(&format!("{address}/v1/postbacks/{partner}?api_key={key}")), "{partner} endpoint in:\n{output}");
+    for partner in [
+        "kochava",
+        "tune",
+        "appsflyer",
+        "adjust",
+        "singular",
+        "branch",
+    ] {
+        assert!(
+            output.contains(&format!("{address}/v1/postbacks/{partner}?api_key={key}")),
+            "{partner} endpoint in:\n{output}"
+        );
     }
-    assert!(output.contains("advertiser_sub_publisher={advertiser_sub_publisher}"), "Tune template:\n{output}");
+    assert!(
+        output.contains("advertiser_sub_publisher={advertiser_sub_publisher}"),
+        "Tune template:\n{output}"
+    );
 
     let again = ServerProcess::start(db.url(), &[]);
     let (status, output) = again.terminate();
     assert!(status.success());
-    assert!(!output.contains("API key:"), "printed only on the first start:\n{output}");
+    assert!(
+        !output.contains("API key:"),
+        "printed only on the first start:\n{output}"
+    );
     assert!(!output.contains(&key[5..]));
 }

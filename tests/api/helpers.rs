@@ -80,7 +80,10 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("data/postbacks.db").display());
+                let url = format!(
+                    "sqlite://{}",
+                    dir.path().join("data/postbacks.db").display()
+                );
                 Some(TestDb::Sqlite { url, _dir: dir })
             }
             Backend::Postgres => {
@@ -138,9 +141,10 @@ impl Drop for TestDb {
                     .expect("runtime");
                 rt.block_on(async move {
                     if let Ok(mut conn) = pg_connect(&admin_url()).await {
-                        let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-                            .execute(&mut conn)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("drop database if exists {name} with (force)"))
+                                .execute(&mut conn)
+                                .await;
                     }
                 });
             })
@@ -211,7 +215,10 @@ impl TestApp {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server exits cleanly");
+            server
+                .await
+                .expect("server task")
+                .expect("server exits cleanly");
         }
     }
 
@@ -221,12 +228,22 @@ impl TestApp {
 
     /// A second app with its own key.
     pub async fn create_app(&self, name: &str, tier: Tier) -> (AppId, String) {
-        let created = apps::create_app(self.store.as_ref(), name, tier).await.expect("create app");
+        let created = apps::create_app(self.store.as_ref(), name, tier)
+            .await
+            .expect("create app");
         (created.app.id, created.api_key.expose().to_owned())
     }
 
-    pub async fn post_json(&self, partner: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
-        let mut req = self.client.post(self.url(&format!("/v1/postbacks/{partner}"))).json(body);
+    pub async fn post_json(
+        &self,
+        partner: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url(&format!("/v1/postbacks/{partner}")))
+            .json(body);
         if let Some(k) = key {
             req = req.header("x-api-key", k);
         }
@@ -238,7 +255,12 @@ impl TestApp {
     }
 
     /// GET `/v1/postbacks/{partner}?{query}&api_key=…` with the query as sent on the wire.
-    pub async fn get_postback(&self, partner: &str, key: Option<&str>, query: &str) -> reqwest::Response {
+    pub async fn get_postback(
+        &self,
+        partner: &str,
+        key: Option<&str>,
+        query: &str,
+    ) -> reqwest::Response {
         let mut url = self.url(&format!("/v1/postbacks/{partner}?{query}"));
         if let Some(k) = key {
             url.push_str(&format!("&api_key={k}"));
@@ -247,7 +269,8 @@ impl TestApp {
     }
 
     pub async fn get_tune(&self, query: &str) -> reqwest::Response {
-        self.get_postback("tune", Some(&self.api_key.clone()), query).await
+        self.get_postback("tune", Some(&self.api_key.clone()), query)
+            .await
     }
 
     /// Run a counting query (same SQL on both engines) against the test database.
@@ -255,12 +278,20 @@ impl TestApp {
         match &self.db {
             TestDb::Postgres { url, .. } => {
                 let mut conn = pg_connect(url).await.expect("connect");
-                sqlx::query(sql).fetch_one(&mut conn).await.expect(sql).get::<i64, _>(0)
+                sqlx::query(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect(sql)
+                    .get::<i64, _>(0)
             }
             TestDb::Sqlite { url, .. } => {
                 use sqlx::Connection;
                 let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
-                sqlx::query(sql).fetch_one(&mut conn).await.expect(sql).get::<i64, _>(0)
+                sqlx::query(sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect(sql)
+                    .get::<i64, _>(0)
             }
         }
     }
@@ -292,7 +323,10 @@ impl TestApp {
 /// Assert the response status, that it carries `X-Request-Id` and a JSON body; return the body.
 pub async fn json_body(resp: reqwest::Response, status: u16, case: &str) -> Value {
     let got = resp.status().as_u16();
-    assert!(resp.headers().contains_key("x-request-id"), "{case}: no X-Request-Id");
+    assert!(
+        resp.headers().contains_key("x-request-id"),
+        "{case}: no X-Request-Id"
+    );
     let ct = resp
         .headers()
         .get("content-type")
@@ -301,7 +335,10 @@ pub async fn json_body(resp: reqwest::Response, status: u16, case: &str) -> Valu
         .to_owned();
     let text = resp.text().await.expect("body");
     assert_eq!(got, status, "{case}: status (body: {text})");
-    assert!(ct.starts_with("application/json"), "{case}: content-type {ct}");
+    assert!(
+        ct.starts_with("application/json"),
+        "{case}: content-type {ct}"
+    );
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{case}: body is not JSON ({e}): {text}"))
 }
 
@@ -310,7 +347,9 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str, case
     let body = json_body(resp, status, case).await;
     assert_eq!(body["error"]["code"], code, "{case}: error code in {body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{case}: error message in {body}"
     );
     body
@@ -327,7 +366,10 @@ where
         if check().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -373,14 +415,21 @@ impl ServerProcess {
         let mut readers = Vec::new();
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
-        for stream in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
             let output = output.clone();
             let addr_tx = addr_tx.clone();
             readers.push(std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
                     if let Some(rest) = line.split("address=").nth(1) {
                         if line.contains("listening") {
-                            let _ = addr_tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                            let _ = addr_tx
+                                .send(rest.split_whitespace().next().unwrap_or("").to_owned());
                         }
                     }
                     let mut out = output.lock().unwrap();
@@ -393,16 +442,26 @@ impl ServerProcess {
             Ok(a) => format!("http://{a}"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not report its address; output:\n{}", output.lock().unwrap());
+                panic!(
+                    "server did not report its address; output:\n{}",
+                    output.lock().unwrap()
+                );
             }
         };
-        Self { child, address, output, readers }
+        Self {
+            child,
+            address,
+            output,
+            readers,
+        }
     }
 
     /// Send SIGTERM and wait for the exit; returns the exit status and all output.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {

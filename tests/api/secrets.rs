@@ -7,9 +7,15 @@ use crate::helpers::{run_cli, Backend, ServerProcess, TestDb};
 both_backends!(api_key_in_a_query_string_appears_nowhere_in_the_logs);
 
 async fn api_key_in_a_query_string_appears_nowhere_in_the_logs(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else { return };
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
     let created = run_cli(db.url(), &["apps", "create", "--name", "logged", "--json"]);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     let key = created["api_key"].as_str().unwrap().to_owned();
 
@@ -37,9 +43,18 @@ async fn api_key_in_a_query_string_appears_nowhere_in_the_logs(backend: Backend)
     assert_eq!(resp.status(), 200);
 
     let (status, logs) = server.terminate();
-    assert!(status.success(), "exit 0 on SIGTERM, got {status}; logs:\n{logs}");
-    assert!(logs.contains("/v1/postbacks/{partner}"), "request spans were logged:\n{logs}");
+    assert!(
+        status.success(),
+        "exit 0 on SIGTERM, got {status}; logs:\n{logs}"
+    );
+    assert!(
+        logs.contains("/v1/postbacks/{partner}"),
+        "request spans were logged:\n{logs}"
+    );
     assert!(logs.lines().count() > 10, "TRACE logging produced output");
     let secret_part = &key["pbgk_".len()..];
-    assert!(!logs.contains(secret_part), "the API key leaked into the logs:\n{logs}");
+    assert!(
+        !logs.contains(secret_part),
+        "the API key leaked into the logs:\n{logs}"
+    );
 }
