@@ -1,11 +1,13 @@
 //! Storage: one object-safe [`Store`] trait of business operations, implemented once
 //! per backend. All SQL lives below this module; nothing above it knows a dialect.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{AppId, ConnectionStatus, KeyHash, NewEvent, Tier};
+use crate::domain::{AppId, ConnectionStatus, EventKind, KeyHash, NewEvent, Tier};
 use crate::partners::PartnerId;
 
 pub mod postgres;
@@ -161,6 +163,97 @@ impl Default for PoolConfig {
         Self {
             max_connections: 8,
             acquire_timeout: std::time::Duration::from_secs(3),
+        }
+    }
+}
+
+/// sqlx errors that mean "no usable connection", whatever the engine; each backend
+/// adds its own database error codes on top.
+pub(crate) fn is_connection_failure(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+    )
+}
+
+/// The order in which a batch's events are inserted: by (app, partner, dedupe_key),
+/// stable so copies keep their input order (the first copy is the one recorded).
+/// Concurrent batches then lock dedupe keys in one global order and cannot deadlock.
+pub(crate) fn insert_order(events: &[NewEvent]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    let key = |i: usize| {
+        (
+            events[i].app_id,
+            events[i].partner,
+            events[i].dedupe_key.as_str(),
+        )
+    };
+    order.sort_by(|&a, &b| key(a).cmp(&key(b)));
+    order
+}
+
+/// What one batch adds to one `partner_connections` row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ConnectionTally {
+    pub installs: i64,
+    pub events: i64,
+    pub duplicates: i64,
+    pub organic_ignored: i64,
+    pub rejected: i64,
+    /// received_at of the newest recorded install: the new last_success_at.
+    pub last_install_at: Option<DateTime<Utc>>,
+}
+
+impl ConnectionTally {
+    /// A recorded install connects the partner; nothing else changes the status.
+    pub fn connects(&self) -> bool {
+        self.installs > 0
+    }
+
+    pub fn is_noop(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Fold a batch's outcomes (in input order) and counter deltas into one tally per
+/// (app, partner), sorted so that upserts lock rows in one global order.
+pub(crate) fn tally_batch(
+    events: &[NewEvent],
+    outcomes: &[RecordOutcome],
+    counters: &[CounterDelta],
+) -> BTreeMap<(AppId, PartnerId), ConnectionTally> {
+    let mut tallies: BTreeMap<(AppId, PartnerId), ConnectionTally> = BTreeMap::new();
+    for (event, outcome) in events.iter().zip(outcomes) {
+        let tally = tallies.entry((event.app_id, event.partner)).or_default();
+        match (outcome, event.postback.kind) {
+            (RecordOutcome::Duplicate { .. }, _) => tally.duplicates += 1,
+            (RecordOutcome::Recorded { .. }, EventKind::Event) => tally.events += 1,
+            (RecordOutcome::Recorded { .. }, EventKind::Install) => {
+                tally.installs += 1;
+                tally.last_install_at = tally.last_install_at.max(Some(event.received_at));
+            }
+        }
+    }
+    for delta in counters {
+        let tally = tallies.entry((delta.app_id, delta.partner)).or_default();
+        tally.organic_ignored += delta.organic_ignored;
+        tally.rejected += delta.rejected;
+    }
+    tallies.retain(|_, tally| !tally.is_noop());
+    tallies
+}
+
+impl RecordOutcome {
+    /// The id of the event this delivery is stored as (its own or the first copy's).
+    pub fn event_id(&self) -> Uuid {
+        match *self {
+            RecordOutcome::Recorded { event_id } => event_id,
+            RecordOutcome::Duplicate { first_event_id } => first_event_id,
         }
     }
 }

@@ -1,10 +1,617 @@
-//! STUB: PostgreSQL store, replaced by the real implementation.
-use super::{PoolConfig, StoreError};
+//! PostgreSQL store: a `PgPool` and runtime queries over `migrations/postgres`.
+//! UUIDs are `uuid`, times `timestamptz`, the raw payload `jsonb`.
 
-pub struct PgStore;
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{
+    insert_order, is_connection_failure, tally_batch, AppRecord, Backend, ConnectionTally,
+    CounterDelta, KeyRecord, NewApp, PartnerConnection, PoolConfig, RecordOutcome, Store,
+    StoreError,
+};
+use crate::domain::{AppId, ConnectionStatus, EventKind, KeyHash, NewEvent, Tier};
+use crate::partners::PartnerId;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// First key of the two-int advisory locks this store takes (the second is per app),
+/// so they cannot collide with other users of advisory locks on the same server.
+const ATTRIBUTION_LOCK_SPACE: i32 = 0x5042_4741; // "PBGA"
+
+pub struct PgStore {
+    pool: PgPool,
+}
 
 impl PgStore {
-    pub async fn connect(_url: &str, _pool: &PoolConfig) -> Result<Self, StoreError> {
-        todo!()
+    pub async fn connect(url: &str, pool: &PoolConfig) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(store_error)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool.max_connections.max(1))
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(store_error)?;
+        Ok(Self { pool })
+    }
+}
+
+/// The one place sqlx errors become store errors: connection-level failures are
+/// `Unavailable` (503, retried), everything else `Other`.
+fn store_error(e: sqlx::Error) -> StoreError {
+    let unavailable = is_connection_failure(&e)
+        || match &e {
+            sqlx::Error::Database(db) => {
+                db.code().is_some_and(|code| is_unavailable_sqlstate(&code))
+            }
+            _ => false,
+        };
+    if unavailable {
+        StoreError::Unavailable(e)
+    } else {
+        StoreError::Other(e)
+    }
+}
+
+/// SQLSTATEs of a server that is unreachable, shutting down, full or read-only.
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || matches!(
+            code,
+            "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now
+                | "53300" // too_many_connections
+                | "53100" // disk_full
+                | "25006" // read_only_sql_transaction (standby, or a failover in progress)
+        )
+}
+
+fn decode_error(what: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unexpected {what} {value:?} in the database").into())
+}
+
+fn tier_col(row: &PgRow, col: &str) -> Result<Tier, sqlx::Error> {
+    let tier: String = row.try_get(col)?;
+    tier.parse().map_err(|_| decode_error("tier", &tier))
+}
+
+fn partner_col(row: &PgRow, col: &str) -> Result<PartnerId, sqlx::Error> {
+    let partner: String = row.try_get(col)?;
+    partner
+        .parse()
+        .map_err(|_| decode_error("partner", &partner))
+}
+
+fn app_id_col(row: &PgRow, col: &str) -> Result<AppId, sqlx::Error> {
+    row.try_get::<Uuid, _>(col).map(AppId::from_uuid)
+}
+
+async fn insert_app(conn: &mut PgConnection, app: &NewApp) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into apps (id, name, tier, created_at) values ($1, $2, $3, $4)")
+        .bind(app.id.as_uuid())
+        .bind(&app.name)
+        .bind(app.tier.as_str())
+        .bind(app.created_at)
+        .execute(&mut *conn)
+        .await?;
+    insert_key(conn, app.id, &app.key_hash, &app.key_prefix, app.created_at).await
+}
+
+async fn insert_key(
+    conn: &mut PgConnection,
+    app: AppId,
+    hash: &KeyHash,
+    prefix: &str,
+    created_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into api_keys (id, app_id, key_hash, prefix, created_at, expires_at) \
+         values ($1, $2, $3, $4, $5, null)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(app.as_uuid())
+    .bind(hash.to_hex())
+    .bind(prefix)
+    .bind(created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn new_app_record(app: &NewApp) -> AppRecord {
+    AppRecord {
+        id: app.id,
+        name: app.name.clone(),
+        tier: app.tier,
+        created_at: app.created_at,
+        key_prefixes: vec![app.key_prefix.clone()],
+    }
+}
+
+impl PgStore {
+    /// Apps (all, or the one `only`), each with the prefixes of its keys active now.
+    async fn apps(&self, only: Option<AppId>) -> Result<Vec<AppRecord>, sqlx::Error> {
+        let only = only.map(|id| id.as_uuid());
+        let rows = sqlx::query(
+            "select id, name, tier, created_at from apps \
+             where $1::uuid is null or id = $1 order by created_at, id",
+        )
+        .bind(only)
+        .fetch_all(&self.pool)
+        .await?;
+        let keys = sqlx::query(
+            "select app_id, prefix from api_keys \
+             where ($1::uuid is null or app_id = $1) and (expires_at is null or expires_at > $2) \
+             order by created_at desc, id desc",
+        )
+        .bind(only)
+        .bind(Utc::now())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut prefixes: HashMap<AppId, Vec<String>> = HashMap::new();
+        for key in &keys {
+            prefixes
+                .entry(app_id_col(key, "app_id")?)
+                .or_default()
+                .push(key.try_get("prefix")?);
+        }
+        rows.iter()
+            .map(|row| {
+                let id = app_id_col(row, "id")?;
+                Ok(AppRecord {
+                    id,
+                    name: row.try_get("name")?,
+                    tier: tier_col(row, "tier")?,
+                    created_at: row.try_get("created_at")?,
+                    key_prefixes: prefixes.remove(&id).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The body of `record_batch`, inside its transaction.
+async fn record_in(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+    counters: &[CounterDelta],
+) -> Result<Vec<RecordOutcome>, sqlx::Error> {
+    // 1. Events, in dedupe-key order; a key seen earlier in the batch is a duplicate
+    //    of that copy without asking the database.
+    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; events.len()];
+    let mut first_ids: HashMap<(AppId, PartnerId, &str), Uuid> = HashMap::new();
+    for i in insert_order(events) {
+        let event = &events[i];
+        let key = (event.app_id, event.partner, event.dedupe_key.as_str());
+        let outcome = match first_ids.get(&key) {
+            Some(&first_event_id) => RecordOutcome::Duplicate { first_event_id },
+            None => {
+                let outcome = insert_event(conn, event).await?;
+                first_ids.insert(key, outcome.event_id());
+                outcome
+            }
+        };
+        outcomes[i] = Some(outcome);
+    }
+    let outcomes: Vec<RecordOutcome> = outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("insert_order visits every event once"))
+        .collect();
+
+    // 2. First-touch attributions, in input order. The per-app lock keeps two
+    //    concurrent batches from both creating an attribution for the same new user.
+    let installs: Vec<(&NewEvent, Uuid)> = events
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(event, outcome)| match outcome {
+            RecordOutcome::Recorded { event_id } if event.postback.kind == EventKind::Install => {
+                Some((event, *event_id))
+            }
+            _ => None,
+        })
+        .collect();
+    let apps: BTreeSet<AppId> = installs.iter().map(|(event, _)| event.app_id).collect();
+    for app in apps {
+        sqlx::query("select pg_advisory_xact_lock($1, $2)")
+            .bind(ATTRIBUTION_LOCK_SPACE)
+            .bind(app_lock_key(app))
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (event, event_id) in installs {
+        if !user_known(conn, event).await? {
+            insert_attribution(conn, event, event_id).await?;
+        }
+    }
+
+    // 3. One upsert per (app, partner), in key order.
+    let now = Utc::now();
+    for ((app, partner), tally) in tally_batch(events, &outcomes, counters) {
+        upsert_connection(conn, app, partner, &tally, now).await?;
+    }
+    Ok(outcomes)
+}
+
+fn app_lock_key(app: AppId) -> i32 {
+    let (hi, lo) = app.as_uuid().as_u64_pair();
+    let folded = hi ^ lo;
+    (folded ^ (folded >> 32)) as i32
+}
+
+async fn insert_event(
+    conn: &mut PgConnection,
+    event: &NewEvent,
+) -> Result<RecordOutcome, sqlx::Error> {
+    let p = &event.postback;
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "insert into postback_events (id, app_id, partner, kind, event_name, \
+             source, campaign, adgroup, ad, \
+             user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
+             ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw_payload) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $16, $17, $18, $19, $20, $21, $22) \
+         on conflict (app_id, partner, dedupe_key) do nothing \
+         returning id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event.app_id.as_uuid())
+    .bind(event.partner.as_str())
+    .bind(p.kind.as_str())
+    .bind(&p.event_name)
+    .bind(&p.segments.source)
+    .bind(&p.segments.campaign)
+    .bind(&p.segments.adgroup)
+    .bind(&p.segments.ad)
+    .bind(&p.ids.user_id)
+    .bind(&p.ids.idfa)
+    .bind(&p.ids.idfv)
+    .bind(&p.ids.google_aid)
+    .bind(&p.ids.android_id)
+    .bind(&p.ids.partner_device_id)
+    .bind(&p.ip)
+    .bind(&p.user_agent)
+    .bind(&p.partner_event_id)
+    .bind(p.event_time)
+    .bind(event.received_at)
+    .bind(&event.dedupe_key)
+    .bind(&event.raw)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(event_id) = inserted {
+        return Ok(RecordOutcome::Recorded { event_id });
+    }
+    let first_event_id: Uuid = sqlx::query_scalar(
+        "select id from postback_events where app_id = $1 and partner = $2 and dedupe_key = $3",
+    )
+    .bind(event.app_id.as_uuid())
+    .bind(event.partner.as_str())
+    .bind(&event.dedupe_key)
+    .fetch_one(conn)
+    .await?;
+    Ok(RecordOutcome::Duplicate { first_event_id })
+}
+
+/// Whether an attribution of the event's app shares any identifier with it
+/// (same column, exact match; absent identifiers match nothing).
+async fn user_known(conn: &mut PgConnection, event: &NewEvent) -> Result<bool, sqlx::Error> {
+    let ids = &event.postback.ids;
+    sqlx::query_scalar(
+        "select exists (select 1 from attributions where app_id = $1 and (\
+             user_id = $2 or idfa = $3 or idfv = $4 or google_aid = $5 \
+             or android_id = $6 or partner_device_id = $7))",
+    )
+    .bind(event.app_id.as_uuid())
+    .bind(&ids.user_id)
+    .bind(&ids.idfa)
+    .bind(&ids.idfv)
+    .bind(&ids.google_aid)
+    .bind(&ids.android_id)
+    .bind(&ids.partner_device_id)
+    .fetch_one(conn)
+    .await
+}
+
+async fn insert_attribution(
+    conn: &mut PgConnection,
+    event: &NewEvent,
+    event_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    let (s, ids) = (&event.postback.segments, &event.postback.ids);
+    sqlx::query(
+        "insert into attributions (id, app_id, event_id, partner, source, campaign, adgroup, ad, \
+             user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(event.app_id.as_uuid())
+    .bind(event_id)
+    .bind(event.partner.as_str())
+    .bind(&s.source)
+    .bind(&s.campaign)
+    .bind(&s.adgroup)
+    .bind(&s.ad)
+    .bind(&ids.user_id)
+    .bind(&ids.idfa)
+    .bind(&ids.idfv)
+    .bind(&ids.google_aid)
+    .bind(&ids.android_id)
+    .bind(&ids.partner_device_id)
+    .bind(event.received_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_connection(
+    conn: &mut PgConnection,
+    app: AppId,
+    partner: PartnerId,
+    tally: &ConnectionTally,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let status = if tally.connects() {
+        "connected"
+    } else {
+        "not_connected"
+    };
+    sqlx::query(
+        "insert into partner_connections as c (app_id, partner, status, last_success_at, \
+             installs, events, organic_ignored, duplicates, rejected, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         on conflict (app_id, partner) do update set \
+             status = case when excluded.status = 'connected' then 'connected' else c.status end, \
+             last_success_at = greatest(c.last_success_at, excluded.last_success_at), \
+             installs = c.installs + excluded.installs, \
+             events = c.events + excluded.events, \
+             organic_ignored = c.organic_ignored + excluded.organic_ignored, \
+             duplicates = c.duplicates + excluded.duplicates, \
+             rejected = c.rejected + excluded.rejected, \
+             updated_at = excluded.updated_at",
+    )
+    .bind(app.as_uuid())
+    .bind(partner.as_str())
+    .bind(status)
+    .bind(tally.last_install_at)
+    .bind(tally.installs)
+    .bind(tally.events)
+    .bind(tally.organic_ignored)
+    .bind(tally.duplicates)
+    .bind(tally.rejected)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn create_app(&self, app: &NewApp) -> Result<AppRecord, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        insert_app(&mut tx, app).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(new_app_record(app))
+    }
+
+    async fn create_app_if_none(&self, app: &NewApp) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Blocks other inserts into apps (and other starting servers) until commit,
+        // but not readers or the foreign-key checks of recorded events.
+        sqlx::query("lock table apps in share row exclusive mode")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let any: bool = sqlx::query_scalar("select exists (select 1 from apps)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if any {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(false);
+        }
+        insert_app(&mut tx, app).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(true)
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.apps(None).await.map_err(store_error)
+    }
+
+    async fn get_app(&self, id: AppId) -> Result<Option<AppRecord>, StoreError> {
+        Ok(self
+            .apps(Some(id))
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .next())
+    }
+
+    async fn rotate_key(
+        &self,
+        app: AppId,
+        new_hash: KeyHash,
+        new_prefix: &str,
+        now: DateTime<Utc>,
+        old_keys_expire_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Serialises rotations of one app; "no key update" does not block the
+        // foreign-key checks of events being recorded meanwhile.
+        let exists = sqlx::query("select id from apps where id = $1 for no key update")
+            .bind(app.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "update api_keys set expires_at = least(expires_at, $3) \
+             where app_id = $1 and (expires_at is null or expires_at > $2)",
+        )
+        .bind(app.as_uuid())
+        .bind(now)
+        .bind(old_keys_expire_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        insert_key(&mut tx, app, &new_hash, new_prefix, now)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn set_tier(&self, app: AppId, tier: Tier) -> Result<(), StoreError> {
+        let done = sqlx::query("update apps set tier = $2 where id = $1")
+            .bind(app.as_uuid())
+            .bind(tier.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn active_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "select k.key_hash, k.app_id, a.tier, k.expires_at \
+             from api_keys k join apps a on a.id = k.app_id \
+             where k.expires_at is null or k.expires_at > $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let hash: String = row.try_get("key_hash")?;
+                Ok(KeyRecord {
+                    hash: KeyHash::from_hex(&hash).ok_or_else(|| decode_error("key hash", "…"))?,
+                    app_id: app_id_col(row, "app_id")?,
+                    tier: tier_col(row, "tier")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+
+    async fn record_batch(
+        &self,
+        events: &[NewEvent],
+        counters: &[CounterDelta],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        if events.is_empty() && counters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let outcomes = record_in(&mut tx, events, counters)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(outcomes)
+    }
+
+    async fn partner_connections(&self, app: AppId) -> Result<Vec<PartnerConnection>, StoreError> {
+        let rows = sqlx::query(
+            "select partner, status, last_success_at, installs, events, organic_ignored, \
+                 duplicates, rejected \
+             from partner_connections where app_id = $1 order by partner",
+        )
+        .bind(app.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                Ok(PartnerConnection {
+                    partner: partner_col(row, "partner")?,
+                    status: match status.as_str() {
+                        "connected" => ConnectionStatus::Connected,
+                        "not_connected" => ConnectionStatus::NotConnected,
+                        other => return Err(decode_error("status", other)),
+                    },
+                    last_success_at: row.try_get("last_success_at")?,
+                    installs: row.try_get("installs")?,
+                    events: row.try_get("events")?,
+                    organic_ignored: row.try_get("organic_ignored")?,
+                    duplicates: row.try_get("duplicates")?,
+                    rejected: row.try_get("rejected")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_and_availability_sqlstates_mean_unavailable() {
+        for code in [
+            "08000", "08006", "08P01", "57P01", "57P02", "57P03", "53300", "53100", "25006",
+        ] {
+            assert!(is_unavailable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "40001", "40P01", "42P01", "22P02", "57014"] {
+            assert!(!is_unavailable_sqlstate(code), "{code}");
+        }
+        assert!(matches!(
+            store_error(sqlx::Error::PoolClosed),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            store_error(sqlx::Error::RowNotFound),
+            StoreError::Other(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_unavailable() {
+        let pool = PoolConfig {
+            max_connections: 1,
+            acquire_timeout: std::time::Duration::from_secs(2),
+        };
+        // Port 1 on loopback: nothing listens there.
+        let result = PgStore::connect("postgres://postgres@127.0.0.1:1/postgres", &pool).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{:?}",
+            result.err()
+        );
     }
 }
