@@ -148,6 +148,144 @@ pub trait Store: Send + Sync + 'static {
 
     /// The `partner_connections` rows of one app (partners never heard from are absent).
     async fn partner_connections(&self, app: AppId) -> Result<Vec<PartnerConnection>, StoreError>;
+
+    /// Attributions of `app` matching every given filter (exact match), newest first
+    /// by (attributed_at, id); only rows strictly after `after` in that order.
+    async fn list_users(
+        &self,
+        app: AppId,
+        filter: &UserFilter,
+        after: Option<&UserCursor>,
+        limit: u32,
+    ) -> Result<Vec<AttributionRecord>, StoreError>;
+
+    /// The attribution of the user with this identifier, if any.
+    async fn lookup_user(
+        &self,
+        app: AppId,
+        kind: IdentifierKind,
+        value: &str,
+    ) -> Result<Option<AttributionRecord>, StoreError>;
+
+    /// Attributions counted per value of one dimension (absent values as `None`),
+    /// attributed_at in [since, until), most installs first then by value.
+    async fn summary(
+        &self,
+        app: AppId,
+        by: Dimension,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<SummaryRow>, StoreError>;
+
+    /// Attributions per UTC day and source since `since`, for the status page chart.
+    async fn daily_installs_by_source(
+        &self,
+        app: AppId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DailySourceCount>, StoreError>;
+}
+
+/// Filters of `GET /v1/apps/{app_id}/users`; `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    pub source: Option<String>,
+    pub campaign: Option<String>,
+    pub adgroup: Option<String>,
+    pub ad: Option<String>,
+    pub partner: Option<PartnerId>,
+}
+
+/// Keyset position of the last row of a page: pages stay stable under inserts and
+/// deletions because the cursor holds values, not offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserCursor {
+    pub attributed_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// One row of `attributions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributionRecord {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub partner: PartnerId,
+    pub segments: crate::domain::Segments,
+    pub ids: crate::domain::Identifiers,
+    pub attributed_at: DateTime<Utc>,
+}
+
+/// Identifiers a user can be looked up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifierKind {
+    UserId,
+    Idfa,
+    Idfv,
+    GoogleAid,
+    AndroidId,
+    PartnerDeviceId,
+}
+
+impl IdentifierKind {
+    pub const ALL: [IdentifierKind; 6] = [
+        IdentifierKind::UserId,
+        IdentifierKind::Idfa,
+        IdentifierKind::Idfv,
+        IdentifierKind::GoogleAid,
+        IdentifierKind::AndroidId,
+        IdentifierKind::PartnerDeviceId,
+    ];
+
+    /// The column (and query parameter) name.
+    pub fn column(self) -> &'static str {
+        match self {
+            IdentifierKind::UserId => "user_id",
+            IdentifierKind::Idfa => "idfa",
+            IdentifierKind::Idfv => "idfv",
+            IdentifierKind::GoogleAid => "google_aid",
+            IdentifierKind::AndroidId => "android_id",
+            IdentifierKind::PartnerDeviceId => "partner_device_id",
+        }
+    }
+}
+
+/// The four attribution dimensions a summary can group by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Source,
+    Campaign,
+    Adgroup,
+    Ad,
+}
+
+impl Dimension {
+    /// The column name, also the `by=` value.
+    pub fn column(self) -> &'static str {
+        match self {
+            Dimension::Source => "source",
+            Dimension::Campaign => "campaign",
+            Dimension::Adgroup => "adgroup",
+            Dimension::Ad => "ad",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Dimension::Source, Dimension::Campaign, Dimension::Adgroup, Dimension::Ad]
+            .into_iter()
+            .find(|d| d.column() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRow {
+    pub value: Option<String>,
+    pub installs: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailySourceCount {
+    pub day: chrono::NaiveDate,
+    pub source: Option<String>,
+    pub installs: i64,
 }
 
 /// Connection pool settings shared by both backends.
