@@ -266,7 +266,7 @@ pub(crate) mod testing {
     use serde_json::{json, Value};
 
     use crate::domain::Postback;
-    use crate::partners::{decode_form, decode_json, Fields, Verdict};
+    use crate::partners::{decode_form, decode_json, Fields, Invalid, Verdict};
 
     /// A query-string fixture as sent on the wire (a trailing newline is not part of it).
     pub fn query(fixture: &str) -> Fields {
@@ -326,6 +326,42 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// The keys of a query template, in order.
+    pub fn template_keys(template: &str) -> Vec<String> {
+        query(template).keys().cloned().collect()
+    }
+
+    /// A template is a query string of `key=<macro>` pairs, each key once, each macro an
+    /// unfilled token; every key is one the parser reads (except `not_read`), and a
+    /// delivery where the partner filled nothing in is organic, not invalid.
+    pub fn assert_template(template: &str, parse: fn(&Fields) -> Verdict, not_read: &[&str]) {
+        assert!(!template.starts_with('?') && !template.contains("api_key"));
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(template.as_bytes())
+            .into_owned()
+            .collect();
+        let fields = query(template);
+        assert_eq!(
+            pairs.len(),
+            fields.len(),
+            "a key appears twice in {template}"
+        );
+        for (key, value) in &pairs {
+            assert_eq!(
+                super::clean(value),
+                None,
+                "{key}={value} is not an unfilled macro"
+            );
+            if !not_read.contains(&key.as_str()) {
+                let alone = with(Fields::new(), key, "x");
+                assert!(
+                    !matches!(parse(&alone), Verdict::Invalid(Invalid::NoPartnerFields(_))),
+                    "{key} is in the template but the parser does not read it"
+                );
+            }
+        }
+        assert_eq!(parse(&fields), Verdict::Organic);
+    }
+
     /// Strings that exercise the normalisation rules, plus arbitrary text.
     pub fn arb_text() -> impl Strategy<Value = String> {
         prop_oneof![
@@ -372,8 +408,8 @@ pub(crate) mod testing {
     }
 
     /// Query pairs: mostly the partner's own keys, some arbitrary ones, text values.
-    pub fn arb_query(keys: &'static [&'static str]) -> impl Strategy<Value = Fields> {
-        let key = prop_oneof![4 => prop::sample::select(keys).prop_map(str::to_owned), 1 => any::<String>()];
+    pub fn arb_query(keys: Vec<String>) -> impl Strategy<Value = Fields> {
+        let key = prop_oneof![4 => prop::sample::select(keys), 1 => any::<String>()];
         prop::collection::vec((key, arb_text()), 0..24).prop_map(|pairs| {
             pairs
                 .into_iter()
@@ -383,8 +419,8 @@ pub(crate) mod testing {
     }
 
     /// JSON objects: mostly the partner's keys (a dotted key becomes a nested object).
-    pub fn arb_object(keys: &'static [&'static str]) -> impl Strategy<Value = Fields> {
-        let key = prop_oneof![4 => prop::sample::select(keys).prop_map(str::to_owned), 1 => "[a-zA-Z_$~+]{1,12}"];
+    pub fn arb_object(keys: Vec<String>) -> impl Strategy<Value = Fields> {
+        let key = prop_oneof![4 => prop::sample::select(keys), 1 => "[a-zA-Z_$~+]{1,12}"];
         prop::collection::vec((key, arb_value()), 0..24).prop_map(|pairs| {
             let mut fields = Fields::new();
             for (key, value) in pairs {
