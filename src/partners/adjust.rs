@@ -8,8 +8,8 @@ use super::{Fields, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Query string to paste into Adjust's callback URL: each key carries the placeholder of
-/// its name. `braze_device_id` is a partner parameter the app sets; Adjust fills it like
-/// the built-in placeholders.
+/// its name. `braze_device_id` is a session partner parameter set by the app, not a built-in
+/// placeholder; if Adjust leaves `{braze_device_id}` unfilled it simply counts as absent.
 pub const QUERY_TEMPLATE: &str = concat!(
     "activity_kind={activity_kind}",
     "&network_name={network_name}",

@@ -91,10 +91,12 @@ pub fn event_kind(event_name: Option<&str>) -> EventKind {
 const MILLIS_ABOVE: u64 = 100_000_000_000;
 
 /// An event time in any of the shapes partners send: unix seconds or milliseconds (with or
-/// without a fraction), RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` read as UTC.
+/// without a fraction), RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` read as UTC (a trailing
+/// ` UTC` allowed).
 /// Anything else is `None`: a bad time never rejects a postback.
 pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
     let value = value.trim();
+    let value = value.strip_suffix(" UTC").unwrap_or(value);
     if let Some(t) = parse_unix(value) {
         return Some(t);
     }
@@ -572,6 +574,12 @@ mod tests {
         );
         assert_eq!(parse_time("2024-05-02 16:00:00"), at(1_714_665_600_000));
         assert_eq!(parse_time("2024-05-02 16:00:00.123"), at(1_714_665_600_123));
+        assert_eq!(parse_time("2024-05-02 16:00:00 UTC"), at(1_714_665_600_000));
+        assert_eq!(
+            parse_time("2024-05-02 16:00:00+00:00"),
+            at(1_714_665_600_000)
+        );
+        assert_eq!(parse_time("2024-05-02T16:00:00"), at(1_714_665_600_000));
         for bad in [
             "",
             "yesterday",

@@ -8,8 +8,8 @@ use super::{Fields, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Query string to paste into Singular's postback URL. Each key is the lower-cased macro
-/// name, except `ip`, which carries `{ATTRIBUTION_IP}` (Singular has no plain `{IP}`).
-/// A macro Singular does not know arrives unfilled and counts as absent.
+/// name, except `ip`, which carries `{ATTRIBUTION_IP}`, the documented macro for the IP at
+/// install. A macro Singular does not know arrives unfilled and counts as absent.
 pub const QUERY_TEMPLATE: &str = concat!(
     "network={NETWORK}",
     "&cid={CID}",
