@@ -1,8 +1,342 @@
-//! STUB: replaced by the real parser.
-use super::{Fields, Verdict};
+//! TUNE (MobileAppTracking), partners.md §2: a GET query (or the same pairs as a form POST)
+//! whose keys carry TUNE macros. The four attribution keys are fixed to the
+//! `advertiser_sub_*` macros. Organic (inferred): `publisher_name` is `organic` or
+//! `publisher_id` is `0`. No unique id: deduped by payload hash without `retry_attempts`.
 
-pub fn parse(_fields: &Fields) -> Verdict {
-    Verdict::Organic
-}
-pub const QUERY_TEMPLATE: &str = "";
+use super::normalize::{event_kind, Picker};
+use super::{Fields, PartnerId, Verdict};
+use crate::domain::{Identifiers, Postback, Segments};
+
+/// Changes on every resend of one delivery, so it stays out of the dedupe hash.
 pub const VOLATILE_FIELDS: &[&str] = &["retry_attempts"];
+
+/// Query string to paste into TUNE's postback URL: each key carries the macro of its name.
+pub const QUERY_TEMPLATE: &str = concat!(
+    "advertiser_sub_publisher={advertiser_sub_publisher}",
+    "&advertiser_sub_campaign={advertiser_sub_campaign}",
+    "&advertiser_sub_adgroup={advertiser_sub_adgroup}",
+    "&advertiser_sub_ad={advertiser_sub_ad}",
+    "&publisher_name={publisher_name}",
+    "&publisher_id={publisher_id}",
+    "&user_id={user_id}",
+    "&ios_ifa={ios_ifa}",
+    "&ios_ifv={ios_ifv}",
+    "&google_aid={google_aid}",
+    "&android_id={android_id}",
+    "&mat_id={mat_id}",
+    "&event_name={event_name}",
+    "&conversion_timestamp={conversion_timestamp}",
+    "&conversion_datetime={conversion_datetime}",
+    "&device_ip={device_ip}",
+    "&user_agent={user_agent}",
+    "&conversion_user_agent={conversion_user_agent}",
+    "&retry_attempts={retry_attempts}",
+);
+
+pub fn parse(fields: &Fields) -> Verdict {
+    let mut p = Picker::new(fields);
+    let organic =
+        p.is_marked(&["publisher_name"], &["organic"]) | p.is_marked(&["publisher_id"], &["0"]);
+    let event_name = p.canonical("event_name", &["event_name"]);
+    let postback = Postback {
+        kind: event_kind(event_name.as_deref()),
+        event_name,
+        segments: Segments {
+            source: p.canonical("source", &["advertiser_sub_publisher"]),
+            campaign: p.canonical("campaign", &["advertiser_sub_campaign"]),
+            adgroup: p.canonical("adgroup", &["advertiser_sub_adgroup"]),
+            ad: p.canonical("ad", &["advertiser_sub_ad"]),
+        },
+        ids: Identifiers {
+            user_id: p.canonical("user_id", &["user_id"]),
+            idfa: p.ad_id("idfa", &["ios_ifa"]),
+            idfv: p.canonical("idfv", &["ios_ifv"]),
+            google_aid: p.ad_id("google_aid", &["google_aid"]),
+            android_id: p.canonical("android_id", &["android_id"]),
+            partner_device_id: p.canonical("partner_device_id", &["mat_id"]),
+        },
+        event_time: p.time(&["conversion_timestamp", "conversion_datetime"]),
+        ip: p.value(&["device_ip"]),
+        user_agent: p.value(&["user_agent", "conversion_user_agent"]),
+        partner_event_id: None,
+    };
+    p.verdict(PartnerId::Tune, organic, postback)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::EventKind;
+    use crate::partners::normalize::testing::*;
+    use crate::partners::{decode_form, Invalid};
+
+    const DOCS_EXAMPLE: &str = include_str!("../../tests/fixtures/tune/docs_example.query");
+    const INSTALL_IOS: &str = include_str!("../../tests/fixtures/tune/install_ios.query");
+    const INSTALL_ANDROID: &str = include_str!("../../tests/fixtures/tune/install_android.query");
+    const ORGANIC: &str = include_str!("../../tests/fixtures/tune/organic.query");
+    const PURCHASE_EVENT: &str = include_str!("../../tests/fixtures/tune/purchase_event.query");
+    const RAW_MACROS: &str = include_str!("../../tests/fixtures/tune/raw_macros.query");
+    const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/tune/no_identifier.query");
+    const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/affiliate.query");
+
+    #[test]
+    fn docs_example_decodes_the_form_and_drops_the_unfilled_adgroup() {
+        let p = accepted(parse(&query(DOCS_EXAMPLE)));
+        assert_eq!(p.segments.source.as_deref(), Some("Vungle Inc."));
+        assert_eq!(p.segments.campaign.as_deref(), Some("Summer Sale & Deals"));
+        assert_eq!(p.segments.adgroup, None);
+        assert_eq!(p.segments.ad, None);
+        assert_eq!(
+            p.ids.idfa.as_deref(),
+            Some("A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF")
+        );
+        assert_eq!(p.kind, EventKind::Install);
+    }
+
+    #[test]
+    fn attributed_ios_install_maps_every_field() {
+        let p = accepted(parse(&query(INSTALL_IOS)));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("ironSource".into()),
+                campaign: Some("Spring Launch - US (iOS)".into()),
+                adgroup: Some("Tier1_Rewarded".into()),
+                ad: Some("video_30s_v2".into()),
+            }
+        );
+        assert_eq!(
+            p.ids,
+            Identifiers {
+                user_id: None,
+                idfa: Some("6D92078A-8246-4BA4-AE5B-76104861E7DC".into()),
+                idfv: Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4".into()),
+                google_aid: None,
+                android_id: None,
+                partner_device_id: Some("3c9a5e2f7b1d48e6a0c4f8b2d6e1a9c3".into()),
+            }
+        );
+        assert_eq!(p.kind, EventKind::Install);
+        assert_eq!(p.event_name.as_deref(), Some("Install"));
+        assert_eq!(p.event_time, Utc.timestamp_opt(1_714_665_600, 0).single());
+        assert_eq!(p.ip.as_deref(), Some("203.0.113.42"));
+        assert_eq!(
+            p.user_agent.as_deref(),
+            Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148")
+        );
+        assert_eq!(p.partner_event_id, None);
+    }
+
+    #[test]
+    fn attributed_android_install_maps_every_field() {
+        let p = accepted(parse(&query(INSTALL_ANDROID)));
+        assert_eq!(p.segments.source.as_deref(), Some("Moloco"));
+        assert_eq!(p.segments.campaign.as_deref(), Some("RTB_Android_DE"));
+        assert_eq!(p.segments.adgroup.as_deref(), Some("lookalike_payers"));
+        assert_eq!(p.segments.ad.as_deref(), Some("banner_320x50"));
+        assert_eq!(
+            p.ids,
+            Identifiers {
+                user_id: Some("7f3c2b1a-0e9d-4c8b-a7f6-e5d4c3b2a190".into()),
+                idfa: None,
+                idfv: None,
+                google_aid: Some("38400000-8cf0-11bd-b23e-10b96e40000d".into()),
+                android_id: Some("9774d56d682e549c".into()),
+                partner_device_id: Some("8e1f0a2b3c4d5e6f7a8b9c0d1e2f3a4b".into()),
+            }
+        );
+        assert_eq!(p.kind, EventKind::Install);
+        // conversion_timestamp is empty, so the datetime stands in.
+        assert_eq!(
+            p.event_time,
+            Utc.with_ymd_and_hms(2024, 5, 2, 16, 0, 0).single()
+        );
+        assert_eq!(p.ip.as_deref(), Some("198.51.100.23"));
+        assert_eq!(
+            p.user_agent.as_deref(),
+            Some("Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8 Build/UQ1A.240205.004)")
+        );
+    }
+
+    #[test]
+    fn publisher_name_organic_is_organic_in_any_letter_case() {
+        assert_eq!(parse(&query(ORGANIC)), Verdict::Organic);
+        for name in ["organic", "Organic", "ORGANIC", " organic "] {
+            let fields = with(query(INSTALL_IOS), "publisher_name", name);
+            assert_eq!(parse(&fields), Verdict::Organic, "publisher_name={name:?}");
+        }
+    }
+
+    #[test]
+    fn publisher_id_zero_is_organic() {
+        let fields = with(query(INSTALL_IOS), "publisher_id", "0");
+        assert_eq!(parse(&fields), Verdict::Organic);
+        let fields = with(query(INSTALL_IOS), "publisher_id", serde_json::json!(0));
+        assert_eq!(parse(&fields), Verdict::Organic);
+    }
+
+    #[test]
+    fn names_that_only_contain_organic_are_attributed() {
+        for name in ["Facebook Organic", "organic_interests", "non-organic"] {
+            let fields = with(query(INSTALL_IOS), "publisher_name", name);
+            accepted(parse(&fields));
+        }
+        accepted(parse(&with(
+            query(INSTALL_IOS),
+            "advertiser_sub_adgroup",
+            "organic_interests",
+        )));
+        accepted(parse(&with(query(INSTALL_IOS), "publisher_id", "10")));
+    }
+
+    #[test]
+    fn publisher_and_campaign_name_never_stand_in_for_the_sub_keys() {
+        let fields = query(
+            "publisher_name=Vungle&campaign_name=Summer&ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF",
+        );
+        assert_eq!(parse(&fields), Verdict::Organic);
+    }
+
+    #[test]
+    fn install_without_segments_is_organic() {
+        let mut fields = query(INSTALL_IOS);
+        for key in [
+            "advertiser_sub_publisher",
+            "advertiser_sub_campaign",
+            "advertiser_sub_adgroup",
+        ] {
+            fields.remove(key);
+        }
+        fields.insert("advertiser_sub_ad".into(), "   ".into());
+        assert_eq!(parse(&fields), Verdict::Organic);
+    }
+
+    #[test]
+    fn install_without_identifier_is_invalid() {
+        assert_eq!(
+            parse(&query(NO_IDENTIFIER)),
+            Verdict::Invalid(Invalid::NoIdentifier)
+        );
+    }
+
+    #[test]
+    fn unfilled_macros_count_as_absent() {
+        let p = accepted(parse(&query(RAW_MACROS)));
+        assert_eq!(p.segments.source.as_deref(), Some("AppLovin"));
+        assert_eq!(p.segments.campaign, None, "plain {{x}}");
+        assert_eq!(p.segments.adgroup, None, "{{{{x}}}} sent as %7B%7Bx%7D%7D");
+        assert_eq!(p.segments.ad, None, "${{x}} sent as %24%7Bx%7D");
+        assert_eq!(p.ids.user_id, None, "double-encoded %257Bx%257D");
+        assert_eq!(p.ids.idfv, None);
+        assert_eq!(p.ids.google_aid, None);
+        assert_eq!(p.ids.partner_device_id, None);
+        assert_eq!(p.event_name, None);
+        assert_eq!(p.kind, EventKind::Install);
+        assert_eq!((p.event_time, p.ip, p.user_agent), (None, None, None));
+    }
+
+    #[test]
+    fn text_around_a_macro_is_kept() {
+        let p = accepted(parse(&with(
+            query(INSTALL_IOS),
+            "advertiser_sub_ad",
+            "spring_{x}",
+        )));
+        assert_eq!(p.segments.ad.as_deref(), Some("spring_{x}"));
+    }
+
+    #[test]
+    fn all_zero_advertising_id_counts_as_absent() {
+        let p = accepted(parse(&with(
+            query(INSTALL_ANDROID),
+            "google_aid",
+            "00000000-0000-0000-0000-000000000000",
+        )));
+        assert_eq!(p.ids.google_aid, None);
+        assert_eq!(p.ids.android_id.as_deref(), Some("9774d56d682e549c"));
+    }
+
+    #[test]
+    fn over_long_mapped_value_is_invalid() {
+        let fields = with(
+            query(INSTALL_IOS),
+            "advertiser_sub_campaign",
+            long_text(257),
+        );
+        assert_eq!(
+            parse(&fields),
+            Verdict::Invalid(Invalid::TooLong {
+                field: "campaign",
+                key: "advertiser_sub_campaign".into()
+            })
+        );
+        accepted(parse(&with(
+            query(INSTALL_IOS),
+            "advertiser_sub_campaign",
+            long_text(256),
+        )));
+    }
+
+    #[test]
+    fn over_long_unmapped_value_is_accepted() {
+        let fields = with(query(INSTALL_IOS), "click_url", long_text(2000));
+        let fields = with(fields, "user_agent", long_text(600));
+        accepted(parse(&fields));
+    }
+
+    #[test]
+    fn organic_wins_over_an_over_long_value() {
+        let fields = with(query(ORGANIC), "advertiser_sub_campaign", long_text(300));
+        assert_eq!(parse(&fields), Verdict::Organic);
+    }
+
+    #[test]
+    fn in_app_event_is_stored_as_event() {
+        let p = accepted(parse(&query(PURCHASE_EVENT)));
+        assert_eq!(p.kind, EventKind::Event);
+        assert_eq!(p.event_name.as_deref(), Some("purchase"));
+        for name in ["install", "INSTALL", "reinstall"] {
+            let p = accepted(parse(&with(query(PURCHASE_EVENT), "event_name", name)));
+            assert_eq!(p.kind, EventKind::Install, "{name}");
+        }
+    }
+
+    #[test]
+    fn payload_without_tune_keys_is_invalid() {
+        let expected = Verdict::Invalid(Invalid::NoPartnerFields(PartnerId::Tune));
+        assert_eq!(parse(&query(UNRELATED)), expected);
+        assert_eq!(parse(&Fields::new()), expected);
+        assert_eq!(parse(&query("retry_attempts=1")), expected);
+    }
+
+    #[test]
+    fn tune_keys_with_only_empty_values_are_organic_not_invalid() {
+        assert_eq!(
+            parse(&query("advertiser_sub_publisher=&ios_ifa=")),
+            Verdict::Organic
+        );
+    }
+
+    #[test]
+    fn query_template_carries_each_key_s_own_macro() {
+        assert_template(QUERY_TEMPLATE, parse, VOLATILE_FIELDS);
+        for (key, value) in query(QUERY_TEMPLATE) {
+            assert_eq!(value, format!("{{{key}}}"));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn verdict_does_not_depend_on_key_order(fields in arb_query(template_keys(QUERY_TEMPLATE))) {
+            prop_assert_eq!(parse(&fields), parse(&reversed(&fields)));
+        }
+
+        #[test]
+        fn arbitrary_query_strings_never_panic(bytes in any::<Vec<u8>>()) {
+            let _ = parse(&decode_form(&bytes));
+        }
+    }
+}
