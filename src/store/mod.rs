@@ -269,9 +269,14 @@ impl Dimension {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Dimension::Source, Dimension::Campaign, Dimension::Adgroup, Dimension::Ad]
-            .into_iter()
-            .find(|d| d.column() == s)
+        [
+            Dimension::Source,
+            Dimension::Campaign,
+            Dimension::Adgroup,
+            Dimension::Ad,
+        ]
+        .into_iter()
+        .find(|d| d.column() == s)
     }
 }
 

@@ -574,6 +574,44 @@ impl Store for PgStore {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(store_error)
     }
+
+    // STUB(read side): replaced by the real queries.
+    async fn list_users(
+        &self,
+        _app: AppId,
+        _filter: &super::UserFilter,
+        _after: Option<&super::UserCursor>,
+        _limit: u32,
+    ) -> Result<Vec<super::AttributionRecord>, StoreError> {
+        Ok(vec![])
+    }
+
+    async fn lookup_user(
+        &self,
+        _app: AppId,
+        _kind: super::IdentifierKind,
+        _value: &str,
+    ) -> Result<Option<super::AttributionRecord>, StoreError> {
+        Ok(None)
+    }
+
+    async fn summary(
+        &self,
+        _app: AppId,
+        _by: super::Dimension,
+        _since: Option<DateTime<Utc>>,
+        _until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<super::SummaryRow>, StoreError> {
+        Ok(vec![])
+    }
+
+    async fn daily_installs_by_source(
+        &self,
+        _app: AppId,
+        _since: DateTime<Utc>,
+    ) -> Result<Vec<super::DailySourceCount>, StoreError> {
+        Ok(vec![])
+    }
 }
 
 #[cfg(test)]
