@@ -1,7 +1,8 @@
 //! The in-memory table of API keys, so authenticating a postback reads no database.
-//! It is reloaded every `keys.refresh_ms`, and at most every [`MISS_RELOAD_INTERVAL`]
-//! when an unknown key arrives (a key just created by the CLI works at once, while a
-//! flood of random keys costs at most a few reloads a second).
+//! It is reloaded every `keys.refresh_ms`, and when an unknown key arrives: a key just
+//! created by the CLI works at once. Reloads are single-flight and one reload serves
+//! every miss that arrived before it started, so a flood of random keys costs at most
+//! one reload at a time, not one query per request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -14,8 +15,6 @@ use tokio::time::Instant;
 use crate::domain::{ApiKey, AppId, KeyHash, Tier};
 use crate::store::{KeyRecord, Store, StoreError};
 
-const MISS_RELOAD_INTERVAL: Duration = Duration::from_millis(250);
-
 /// Who a valid key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
@@ -26,7 +25,7 @@ pub struct Caller {
 pub struct KeyCache {
     store: Arc<dyn Store>,
     keys: RwLock<HashMap<KeyHash, KeyRecord>>,
-    /// Serialises reloads and remembers when the last one finished.
+    /// Serialises reloads and remembers when the last successful one started.
     last_reload: Mutex<Option<Instant>>,
 }
 
@@ -50,7 +49,7 @@ impl KeyCache {
         if let Some(caller) = self.lookup(&hash, now) {
             return Ok(Some(caller));
         }
-        self.reload_if_older_than(MISS_RELOAD_INTERVAL).await?;
+        self.reload_unless_started_after(Instant::now()).await?;
         Ok(self.lookup(&hash, now))
     }
 
@@ -65,16 +64,30 @@ impl KeyCache {
         })
     }
 
-    /// Reload from the database unless a reload finished less than `min_age` ago.
-    pub async fn reload_if_older_than(&self, min_age: Duration) -> Result<(), StoreError> {
+    /// Reload unless a reload that started after `instant` has already completed.
+    async fn reload_unless_started_after(&self, instant: Instant) -> Result<(), StoreError> {
         let mut last = self.last_reload.lock().await;
-        if last.is_some_and(|t| t.elapsed() < min_age) {
+        if last.is_some_and(|started| started > instant) {
             return Ok(());
         }
+        self.reload_locked(&mut last).await
+    }
+
+    /// Reload from the database unless the last reload started less than `min_age` ago.
+    pub async fn reload_if_older_than(&self, min_age: Duration) -> Result<(), StoreError> {
+        let mut last = self.last_reload.lock().await;
+        if last.is_some_and(|started| started.elapsed() < min_age) {
+            return Ok(());
+        }
+        self.reload_locked(&mut last).await
+    }
+
+    async fn reload_locked(&self, last: &mut Option<Instant>) -> Result<(), StoreError> {
+        let started = Instant::now();
         let records = self.store.active_keys(Utc::now()).await?;
         let table: HashMap<KeyHash, KeyRecord> = records.into_iter().map(|r| (r.hash, r)).collect();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = table;
-        *last = Some(Instant::now());
+        *last = Some(started);
         Ok(())
     }
 

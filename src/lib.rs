@@ -175,21 +175,34 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let App {
+            listener,
+            metrics_listener,
+            router,
+            metrics_router,
+            store,
+            writer_task,
+            background,
+            shutdown_timeout,
+            ..
+        } = self;
         let stop = CancellationToken::new();
         let main = {
             let stop = stop.clone();
-            axum::serve(self.listener, self.router)
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
         };
         let mut main = tokio::spawn(async move { main.await });
-        if let Some(listener) = self.metrics_listener {
+        // Every router holds the writer handle: each must be gone before the writer
+        // can finish, so an unused metrics router is dropped here.
+        let metrics_server = metrics_listener.map(|listener| {
             let stop = stop.clone();
             tokio::spawn(async move {
-                axum::serve(listener, self.metrics_router)
+                axum::serve(listener, metrics_router)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await
-            });
-        }
+            })
+        });
 
         let served = tokio::select! {
             result = &mut main => Some(result),
@@ -200,7 +213,7 @@ impl App {
             Some(result) => result,
             None => {
                 tracing::info!("shutting down: draining in-flight requests");
-                match tokio::time::timeout(self.shutdown_timeout, &mut main).await {
+                match tokio::time::timeout(shutdown_timeout, &mut main).await {
                     Ok(result) => result,
                     Err(_) => {
                         tracing::warn!("drain timeout reached; closing remaining connections");
@@ -210,16 +223,19 @@ impl App {
                 }
             }
         };
-        self.background.cancel();
+        background.cancel();
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
         // Every handler (and so every writer handle) is gone: the writer commits
         // what is queued and ends.
-        if tokio::time::timeout(self.shutdown_timeout, self.writer_task)
+        if tokio::time::timeout(shutdown_timeout, writer_task)
             .await
             .is_err()
         {
             tracing::error!("writer did not finish within the drain timeout");
         }
-        self.store.close().await;
+        store.close().await;
         tracing::info!("shutdown complete");
         served.map_err(std::io::Error::other)?
     }

@@ -161,7 +161,6 @@ pub struct TestApp {
     /// The `default` app created on first start (tier standard) and its key.
     pub app_id: AppId,
     pub api_key: String,
-    pub backend: Backend,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub db: TestDb,
@@ -202,7 +201,6 @@ impl TestApp {
             store,
             app_id,
             api_key,
-            backend,
             shutdown: Some(tx),
             server: Some(server),
             db,
