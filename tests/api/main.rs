@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod health;
 mod keys;
+mod outage;
 mod partners;
 mod postbacks;
 mod quota;
