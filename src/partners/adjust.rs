@@ -4,7 +4,7 @@
 //! `tracker_name` is `Organic`. No unique id: deduped by payload hash.
 
 use super::normalize::{clean, event_kind, Picker};
-use super::{Fields, PartnerId, Verdict};
+use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Query string to paste into Adjust's callback URL: each key carries the placeholder of
@@ -30,6 +30,17 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&ip_address={ip_address}",
     "&user_agent={user_agent}",
 );
+
+/// What the registry needs to know about Adjust.
+pub const PARTNER: Partner = Partner {
+    id: "adjust",
+    name: "Adjust",
+    get: Some(InputFormat::Query),
+    post: None,
+    volatile_fields: &[],
+    query_template: Some(QUERY_TEMPLATE),
+    parse,
+};
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);

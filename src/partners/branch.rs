@@ -4,8 +4,19 @@
 //! Dedupe id: the top-level `id` (string or number), kept as `partner_event_id`.
 
 use super::normalize::{event_kind, Picker};
-use super::{Fields, PartnerId, Verdict};
+use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
+
+/// What the registry needs to know about Branch.
+pub const PARTNER: Partner = Partner {
+    id: "branch",
+    name: "Branch",
+    get: None,
+    post: Some(InputFormat::JsonBody),
+    volatile_fields: &[],
+    query_template: None,
+    parse,
+};
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::with_paths(fields);

@@ -82,6 +82,27 @@ pub enum Invalid {
 #[error("unknown partner")]
 pub struct UnknownPartner;
 
+/// Everything the server needs to know about one partner. Each partner file declares
+/// its own `pub const PARTNER`; adding a partner is that file, a [`PartnerId`]
+/// variant and one arm in [`PartnerId::spec`].
+pub struct Partner {
+    /// URL segment, stored value and file name.
+    pub id: &'static str,
+    /// Human name for pages and printouts.
+    pub name: &'static str,
+    /// How fields travel in a GET; `None` answers 405.
+    pub get: Option<InputFormat>,
+    /// How fields travel in a POST; `None` answers 405.
+    pub post: Option<InputFormat>,
+    /// Fields that change between retries of one delivery and so stay out of its hash.
+    pub volatile_fields: &'static [&'static str],
+    /// For GET partners: the query string to paste into the partner's dashboard, each
+    /// key carrying the partner's macro (without the API key).
+    pub query_template: Option<&'static str>,
+    /// Map one delivery's fields (API key already removed) to a verdict.
+    pub parse: fn(&Fields) -> Verdict,
+}
+
 impl PartnerId {
     pub const ALL: [PartnerId; 6] = [
         PartnerId::Kochava,
@@ -92,83 +113,52 @@ impl PartnerId {
         PartnerId::Branch,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn spec(self) -> &'static Partner {
         match self {
-            PartnerId::Kochava => "kochava",
-            PartnerId::Tune => "tune",
-            PartnerId::Appsflyer => "appsflyer",
-            PartnerId::Adjust => "adjust",
-            PartnerId::Singular => "singular",
-            PartnerId::Branch => "branch",
+            PartnerId::Kochava => &kochava::PARTNER,
+            PartnerId::Tune => &tune::PARTNER,
+            PartnerId::Appsflyer => &appsflyer::PARTNER,
+            PartnerId::Adjust => &adjust::PARTNER,
+            PartnerId::Singular => &singular::PARTNER,
+            PartnerId::Branch => &branch::PARTNER,
         }
     }
 
-    /// Human name for pages and printouts.
+    pub fn as_str(self) -> &'static str {
+        self.spec().id
+    }
+
     pub fn display_name(self) -> &'static str {
-        match self {
-            PartnerId::Kochava => "Kochava",
-            PartnerId::Tune => "Tune",
-            PartnerId::Appsflyer => "AppsFlyer",
-            PartnerId::Adjust => "Adjust",
-            PartnerId::Singular => "Singular",
-            PartnerId::Branch => "Branch",
-        }
+        self.spec().name
     }
 
     /// How this partner sends its fields with `method`; `None` means 405.
     pub fn input(self, method: Method) -> Option<InputFormat> {
-        use InputFormat::*;
-        match (self, method) {
-            (PartnerId::Kochava | PartnerId::Branch, Method::Post) => Some(JsonBody),
-            (PartnerId::Kochava | PartnerId::Branch, Method::Get) => None,
-            (PartnerId::Tune, Method::Get) => Some(Query),
-            (PartnerId::Tune, Method::Post) => Some(FormBody),
-            (PartnerId::Adjust, Method::Get) => Some(Query),
-            (PartnerId::Adjust, Method::Post) => None,
-            (PartnerId::Appsflyer | PartnerId::Singular, Method::Get) => Some(Query),
-            (PartnerId::Appsflyer | PartnerId::Singular, Method::Post) => Some(JsonBody),
+        match method {
+            Method::Get => self.spec().get,
+            Method::Post => self.spec().post,
         }
     }
 
     /// Methods accepted, for the `Allow` header of a 405.
     pub fn allowed_methods(self) -> &'static str {
-        match (self.input(Method::Get), self.input(Method::Post)) {
+        match (self.spec().get, self.spec().post) {
             (Some(_), Some(_)) => "GET, POST",
             (Some(_), None) => "GET",
             _ => "POST",
         }
     }
 
-    /// Fields that change between retries of one delivery and so stay out of its hash.
     pub fn volatile_fields(self) -> &'static [&'static str] {
-        match self {
-            PartnerId::Tune => tune::VOLATILE_FIELDS,
-            _ => &[],
-        }
+        self.spec().volatile_fields
     }
 
-    /// For partners called with GET: the query string to paste into the partner's
-    /// dashboard, each key carrying the partner's macro (without the API key).
     pub fn query_template(self) -> Option<&'static str> {
-        match self {
-            PartnerId::Tune => Some(tune::QUERY_TEMPLATE),
-            PartnerId::Adjust => Some(adjust::QUERY_TEMPLATE),
-            PartnerId::Singular => Some(singular::QUERY_TEMPLATE),
-            PartnerId::Appsflyer => Some(appsflyer::QUERY_TEMPLATE),
-            PartnerId::Kochava | PartnerId::Branch => None,
-        }
+        self.spec().query_template
     }
 
-    /// Map one delivery's fields (API key already removed) to a verdict.
     pub fn parse(self, fields: &Fields) -> Verdict {
-        match self {
-            PartnerId::Kochava => kochava::parse(fields),
-            PartnerId::Tune => tune::parse(fields),
-            PartnerId::Appsflyer => appsflyer::parse(fields),
-            PartnerId::Adjust => adjust::parse(fields),
-            PartnerId::Singular => singular::parse(fields),
-            PartnerId::Branch => branch::parse(fields),
-        }
+        (self.spec().parse)(fields)
     }
 }
 
@@ -280,4 +270,62 @@ pub fn sanitize(fields: &mut Fields) {
         m.values_mut().for_each(clean_value);
     }
     clean_map(fields);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_partner_id_round_trips_and_accepts_some_method() {
+        for p in PartnerId::ALL {
+            assert_eq!(p.as_str().parse::<PartnerId>().unwrap(), p);
+            assert_eq!(p.as_str(), p.as_str().to_lowercase());
+            assert!(p.spec().get.is_some() || p.spec().post.is_some(), "{p}");
+            assert_eq!(
+                p.spec().get.is_some(),
+                p.query_template().is_some(),
+                "{p}: GET partners have a URL template"
+            );
+        }
+        assert!("Kochava".parse::<PartnerId>().is_err());
+    }
+
+    #[test]
+    fn payload_hash_ignores_key_order_and_volatile_fields() {
+        let a = decode_json(br#"{"a":"1","b":{"x":1,"y":2}}"#).unwrap();
+        let b = decode_json(br#"{"b":{"y":2,"x":1},"a":"1"}"#).unwrap();
+        assert_eq!(
+            payload_hash(PartnerId::Kochava, &a),
+            payload_hash(PartnerId::Kochava, &b)
+        );
+        let t1 = decode_form(b"advertiser_sub_publisher=x&retry_attempts=0");
+        let t2 = decode_form(b"retry_attempts=3&advertiser_sub_publisher=x");
+        assert_eq!(
+            payload_hash(PartnerId::Tune, &t1),
+            payload_hash(PartnerId::Tune, &t2)
+        );
+        let t3 = decode_form(b"advertiser_sub_publisher=y");
+        assert_ne!(
+            payload_hash(PartnerId::Tune, &t1),
+            payload_hash(PartnerId::Tune, &t3)
+        );
+    }
+
+    #[test]
+    fn decode_form_keeps_the_first_of_repeated_keys_and_decodes_once() {
+        let f = decode_form(b"a=1&a=2&b=%257Bx%257D&c=x+y%2Bz");
+        assert_eq!(f["a"], "1");
+        assert_eq!(f["b"], "%7Bx%7D");
+        assert_eq!(f["c"], "x y+z");
+    }
+
+    #[test]
+    fn sanitize_replaces_nul_in_keys_and_nested_values() {
+        let mut f =
+            decode_json(b"{\"a\\u0000\":\"x\\u0000y\",\"n\":{\"m\":[\"\\u0000\"]}}").unwrap();
+        sanitize(&mut f);
+        let text = Value::Object(f).to_string();
+        assert!(!text.contains("\\u0000"), "{text}");
+    }
 }

@@ -4,7 +4,7 @@
 //! `publisher_id` is `0`. No unique id: deduped by payload hash without `retry_attempts`.
 
 use super::normalize::{event_kind, Picker};
-use super::{Fields, PartnerId, Verdict};
+use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Changes on every resend of one delivery, so it stays out of the dedupe hash.
@@ -32,6 +32,17 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&conversion_user_agent={conversion_user_agent}",
     "&retry_attempts={retry_attempts}",
 );
+
+/// What the registry needs to know about Tune.
+pub const PARTNER: Partner = Partner {
+    id: "tune",
+    name: "Tune",
+    get: Some(InputFormat::Query),
+    post: Some(InputFormat::FormBody),
+    volatile_fields: VOLATILE_FIELDS,
+    query_template: Some(QUERY_TEMPLATE),
+    parse,
+};
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);

@@ -35,7 +35,12 @@ fn cases() -> Vec<Case> {
         Case {
             partner: "kochava",
             attributed: fixture!("kochava", "docs_example.json"),
-            expected: [Some("Liftoff"), Some("KO_iOS_US_Launch"), Some("pub_88412"), None],
+            expected: [
+                Some("Liftoff"),
+                Some("KO_iOS_US_Launch"),
+                Some("pub_88412"),
+                None,
+            ],
             organic: fixture!("kochava", "organic.json"),
             invalid: fixture!("kochava", "no_identifier.json"),
         },
@@ -49,28 +54,48 @@ fn cases() -> Vec<Case> {
         Case {
             partner: "appsflyer",
             attributed: fixture!("appsflyer", "docs_example.json"),
-            expected: [Some("applovin_int"), Some("Brand - US"), None, Some("uac_half&half_1200x1500")],
+            expected: [
+                Some("applovin_int"),
+                Some("Brand - US"),
+                None,
+                Some("uac_half&half_1200x1500"),
+            ],
             organic: fixture!("appsflyer", "organic.json"),
             invalid: fixture!("appsflyer", "no_identifier.json"),
         },
         Case {
             partner: "adjust",
             attributed: fixture!("adjust", "docs_example.query"),
-            expected: [Some("Moloco"), Some("Frühling 2024 – DE"), None, Some("Video+&+Static")],
+            expected: [
+                Some("Moloco"),
+                Some("Frühling 2024 – DE"),
+                None,
+                Some("Video+&+Static"),
+            ],
             organic: fixture!("adjust", "organic.query"),
             invalid: fixture!("adjust", "no_identifier.query"),
         },
         Case {
             partner: "singular",
             attributed: fixture!("singular", "docs_example.query"),
-            expected: [Some("Digital Turbine"), Some("Q3 Promo + Bonus"), Some("a&b=test"), None],
+            expected: [
+                Some("Digital Turbine"),
+                Some("Q3 Promo + Bonus"),
+                Some("a&b=test"),
+                None,
+            ],
             organic: fixture!("singular", "organic.json"),
             invalid: fixture!("singular", "no_identifier.query"),
         },
         Case {
             partner: "branch",
             attributed: fixture!("branch", "docs_example.json"),
-            expected: [Some("AppLovin"), Some("summer_launch"), Some("US_Android_Broad"), Some("playable_03")],
+            expected: [
+                Some("AppLovin"),
+                Some("summer_launch"),
+                Some("US_Android_Broad"),
+                Some("playable_03"),
+            ],
             organic: fixture!("branch", "organic_stale_latd.json"),
             invalid: fixture!("branch", "no_identifier.json"),
         },
@@ -79,7 +104,10 @@ fn cases() -> Vec<Case> {
 
 async fn send(app: &TestApp, partner: &str, payload: &Payload) -> reqwest::Response {
     match payload {
-        Payload::Query(q) => app.get_postback(partner, Some(&app.api_key.clone()), q).await,
+        Payload::Query(q) => {
+            app.get_postback(partner, Some(&app.api_key.clone()), q)
+                .await
+        }
         Payload::Json(body) => app
             .client
             .post(app.url(&format!("/v1/postbacks/{partner}")))
@@ -98,39 +126,72 @@ both_backends!(
 );
 
 async fn every_partner_accepts_attributed_ignores_organic_and_rejects_invalid(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     for case in cases() {
         let p = case.partner;
-        let body = json_body(send(&app, p, &case.attributed).await, 200, &format!("{p} attributed")).await;
+        let body = json_body(
+            send(&app, p, &case.attributed).await,
+            200,
+            &format!("{p} attributed"),
+        )
+        .await;
         assert_eq!(body["status"], "accepted", "{p} attributed: {body}");
         let id = body["event_id"].as_str().unwrap();
-        for (column, expected) in ["source", "campaign", "adgroup", "ad"].into_iter().zip(case.expected) {
+        for (column, expected) in ["source", "campaign", "adgroup", "ad"]
+            .into_iter()
+            .zip(case.expected)
+        {
             let got = app
-                .text(&format!("select {column} from postback_events where cast(id as text) = '{id}'"))
+                .text(&format!(
+                    "select {column} from postback_events where cast(id as text) = '{id}'"
+                ))
                 .await;
             assert_eq!(got.as_deref(), expected, "{p}: {column}");
         }
         assert_eq!(
-            app.text(&format!("select partner from postback_events where cast(id as text) = '{id}'")).await.as_deref(),
+            app.text(&format!(
+                "select partner from postback_events where cast(id as text) = '{id}'"
+            ))
+            .await
+            .as_deref(),
             Some(p)
         );
 
-        let body = json_body(send(&app, p, &case.organic).await, 200, &format!("{p} organic")).await;
+        let body = json_body(
+            send(&app, p, &case.organic).await,
+            200,
+            &format!("{p} organic"),
+        )
+        .await;
         assert_eq!(body["status"], "ignored", "{p} organic: {body}");
 
         let resp = send(&app, p, &case.invalid).await;
         assert_error(resp, 400, "invalid_payload", &format!("{p} invalid")).await;
     }
-    assert_eq!(app.count("select count(*) from postback_events").await, 6, "only the attributed deliveries are stored");
+    assert_eq!(
+        app.count("select count(*) from postback_events").await,
+        6,
+        "only the attributed deliveries are stored"
+    );
     app.stop().await;
 }
 
 async fn branch_redelivery_with_the_same_id_is_a_duplicate(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
-    let first = json_body(send(&app, "branch", &fixture!("branch", "docs_example.json")).await, 200, "first").await;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let first = json_body(
+        send(&app, "branch", &fixture!("branch", "docs_example.json")).await,
+        200,
+        "first",
+    )
+    .await;
     assert_eq!(first["status"], "accepted");
     // Branch's retry carries the same `id`, even if other fields (a timestamp) differ.
-    let retry = include_str!("../fixtures/branch/docs_example.json").replace("1714665600123", "1714665602999");
+    let retry = include_str!("../fixtures/branch/docs_example.json")
+        .replace("1714665600123", "1714665602999");
     let resp = app
         .client
         .post(app.url("/v1/postbacks/branch"))
