@@ -2,7 +2,7 @@
 //! what counts as absent, the 256-character cap, install-or-event, event times, and the
 //! [`Picker`] through which each parser reads its key table and reaches its verdict.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
@@ -95,8 +95,15 @@ const MILLIS_ABOVE: u64 = 100_000_000_000;
 /// ` UTC` allowed).
 /// Anything else is `None`: a bad time never rejects a postback.
 pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+    parse_any_time(value).filter(|t| (1970..=9999).contains(&t.year()))
+}
+
+/// Both stores must hold the time: SQLite's fixed-width text needs a four-digit year
+/// and PostgreSQL rejects far-off years, so times outside 1970–9999 count as absent.
+fn parse_any_time(value: &str) -> Option<DateTime<Utc>> {
     let value = value.trim();
     let value = value.strip_suffix(" UTC").unwrap_or(value);
+    // (RFC 3339 allows years up to 9999 only; `parse_unix` can go far beyond.)
     if let Some(t) = parse_unix(value) {
         return Some(t);
     }
@@ -445,6 +452,14 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn event_times_outside_what_both_stores_hold_are_absent() {
+        assert!(parse_time("99999999999999").is_some(), "ms in range");
+        assert!(parse_time("999999999999999").is_none(), "year beyond 9999");
+        assert!(parse_time("1969-12-31 23:59:59").is_none());
+        assert!(parse_time("2024-05-02 10:15:31.000").is_some());
+    }
+
     use chrono::TimeZone;
     use proptest::prelude::*;
     use serde_json::json;
