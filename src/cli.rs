@@ -84,11 +84,12 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                 config.listen_addr = addr;
             }
             let app = App::build(config).await?;
+            let shutdown = shutdown_signal();
             if let Some(created) = &app.created_default_app {
                 println!("{}", apps::describe_new_app(created, app.base_url()));
             }
             tracing::info!(address = %app.address(), "listening");
-            Ok(app.run(shutdown_signal()).await?)
+            Ok(app.run(shutdown).await?)
         }
         Command::Migrate => {
             let store = open_store(&config).await?;

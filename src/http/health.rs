@@ -5,9 +5,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::error::AppError;
 use super::AppState;
@@ -15,20 +15,25 @@ use super::AppState;
 /// `/readyz` answers 503 if the database does not answer within this time.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
-pub fn metrics_router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn metrics_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, description = "alive")))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// 200 when the database answers, else 503.
+#[utoipa::path(get, path = "/readyz", tag = "probes",
+    responses((status = 200, description = "ready"), (status = 503, description = "database unavailable")))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
@@ -36,6 +41,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     }
 }
 
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, content_type = "text/plain", description = "metrics")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -1,26 +1,37 @@
-//! The HTTP surface: shared state, the router of every route, and the middleware
-//! stack (request id, request span without the raw URI, body limit, timeout).
+//! The HTTP surface: shared state, the router of every route (each documented in
+//! the OpenAPI document by construction), and the middleware stack (request id,
+//! request span without the raw URI, body limit, timeout).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{BoxError, Router};
+use axum::routing::get;
+use axum::{BoxError, Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::Instrument;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
+use crate::config::Secret;
 use crate::ingest::Ingestor;
+use crate::partners::PartnerId;
 use crate::store::Store;
 use crate::telemetry;
 
+mod admin;
+mod auth;
 pub mod error;
 mod health;
 mod postbacks;
+mod status;
 
 use error::AppError;
 
@@ -30,6 +41,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub prometheus: PrometheusHandle,
     pub max_body_bytes: usize,
+    pub admin_token: Secret,
+    /// Base of printed endpoint URLs.
+    pub base_url: String,
 }
 
 pub struct RouterOptions {
@@ -38,18 +52,69 @@ pub struct RouterOptions {
     pub metrics_on_main: bool,
 }
 
-pub fn router(state: AppState, options: RouterOptions) -> Router {
-    let mut routes = Router::new()
-        .merge(postbacks::router())
-        .merge(health::router());
-    if options.metrics_on_main {
-        routes = routes.merge(health::metrics_router());
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "postback-gateway", description = "Receives mobile attribution postbacks and stores attributed installs."),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "admin_basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
     }
+}
+
+/// Every documented route, and the OpenAPI document generated from them.
+fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(postbacks::router())
+        .merge(admin::router())
+        .merge(status::router())
+        .merge(health::router())
+        .merge(health::metrics_router())
+        .routes(utoipa_axum::routes!(openapi_json))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3 document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().1
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "probes",
+    responses((status = 200, content_type = "application/json", description = "OpenAPI 3 document")))]
+async fn openapi_json(Extension(doc): Extension<Arc<str>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
+}
+
+pub fn router(state: AppState, options: RouterOptions) -> Router {
+    let (mut routes, doc) = documented_routes();
+    if !options.metrics_on_main {
+        // Documented above, but served on its own listener.
+        routes = routes.route("/metrics", get(metrics_moved));
+    }
+    let doc: Arc<str> = doc.to_json().unwrap_or_else(|_| "{}".to_owned()).into();
     let max_body = state.max_body_bytes;
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(Extension(doc))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -65,16 +130,28 @@ pub fn router(state: AppState, options: RouterOptions) -> Router {
 
 /// The metrics-only router for a separate listener.
 pub fn metrics_router(state: AppState) -> Router {
-    health::metrics_router().with_state(state)
+    let (routes, _) = health::metrics_router().split_for_parts();
+    routes.with_state(state)
 }
 
 async fn not_found() -> AppError {
     AppError::NotFound("no such route".into())
 }
 
-async fn method_not_allowed() -> AppError {
-    AppError::MethodNotAllowed {
-        allow: "see /openapi.json",
+async fn metrics_moved() -> AppError {
+    AppError::NotFound("/metrics is served on METRICS_LISTEN_ADDR".into())
+}
+
+/// 405 with the right `Allow`; on the postback route an unknown partner is still 404.
+async fn method_not_allowed(uri: Uri) -> AppError {
+    match uri.path().strip_prefix("/v1/postbacks/") {
+        Some(segment) => match segment.parse::<PartnerId>() {
+            Ok(partner) => AppError::MethodNotAllowed {
+                allow: partner.allowed_methods(),
+            },
+            Err(_) => AppError::UnknownPartner,
+        },
+        None => AppError::MethodNotAllowed { allow: "GET" },
     }
 }
 
@@ -116,4 +193,49 @@ async fn observe(request: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route of SPEC §4 and the postback route are in the generated document,
+    /// with the methods they are served under.
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc = openapi();
+        let expected = [
+            ("/v1/postbacks/{partner}", "get"),
+            ("/v1/postbacks/{partner}", "post"),
+            ("/v1/apps", "get"),
+            ("/v1/apps/{app_id}/partners", "get"),
+            ("/v1/apps/{app_id}/users", "get"),
+            ("/v1/apps/{app_id}/users/lookup", "get"),
+            ("/v1/apps/{app_id}/summary", "get"),
+            ("/apps/{app_id}/attribution", "get"),
+            ("/healthz", "get"),
+            ("/readyz", "get"),
+            ("/metrics", "get"),
+            ("/openapi.json", "get"),
+        ];
+        let json = serde_json::to_value(&doc).unwrap();
+        assert!(json["openapi"].as_str().unwrap().starts_with("3."));
+        for (path, method) in expected {
+            assert!(
+                json["paths"][path][method].is_object(),
+                "{method} {path} missing from openapi.json"
+            );
+        }
+        let documented: std::collections::BTreeSet<&str> = json["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let listed: std::collections::BTreeSet<&str> = expected.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            documented, listed,
+            "documented paths and SPEC routes differ"
+        );
+    }
 }

@@ -5,8 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use serde_json::json;
 
@@ -16,11 +15,43 @@ use crate::ingest::{Outcome, PostbackRequest};
 use crate::partners::{Method, PartnerId};
 use crate::quota::RateInfo;
 use crate::telemetry;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/postbacks/{partner}", any(receive))
+/// The body of a 200 answer to a postback.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PostbackAnswer {
+    /// `accepted`, `duplicate` or `ignored`.
+    status: String,
+    /// The stored event (for `duplicate`: the first delivery's).
+    event_id: Option<uuid::Uuid>,
+    /// `organic` when ignored.
+    reason: Option<String>,
 }
 
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive))
+}
+
+/// Receive one postback. Kochava and Branch POST JSON; Tune GET (or form POST);
+/// Adjust GET; AppsFlyer and Singular GET or POST JSON. The API key travels in
+/// `X-Api-Key`, the `api_key` query parameter, or an `api_key` body field.
+#[utoipa::path(method(get, post), path = "/v1/postbacks/{partner}", tag = "postbacks",
+    params(
+        ("partner" = String, Path, description = "kochava, tune, appsflyer, adjust, singular or branch"),
+        ("X-Api-Key" = Option<String>, Header, description = "the app's API key"),
+        ("api_key" = Option<String>, Query, description = "the app's API key, when headers cannot be set"),
+    ),
+    request_body(content = Object, description = "partner fields (POST JSON or form)"),
+    responses(
+        (status = 200, description = "accepted, duplicate or ignored (organic)", body = PostbackAnswer),
+        (status = 400, description = "invalid_payload"),
+        (status = 401, description = "unauthorized"),
+        (status = 404, description = "unknown_partner"),
+        (status = 405, description = "method_not_allowed"),
+        (status = 413, description = "payload_too_large"),
+        (status = 429, description = "rate_limited"),
+        (status = 503, description = "unavailable"),
+    ))]
 async fn receive(
     State(state): State<AppState>,
     Path(partner): Path<String>,
