@@ -3,10 +3,12 @@
 
 mod helpers;
 
+mod admin;
 mod cli;
 mod health;
 mod keys;
 mod outage;
+mod page;
 mod partners;
 mod postbacks;
 mod quota;

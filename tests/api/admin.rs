@@ -1,0 +1,486 @@
+//! The read API: admin auth, apps, partner status, users by segment with pagination,
+//! lookup, summaries.
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::helpers::{assert_error, json_body, Backend, TestApp, TestConfig, ADMIN_TOKEN};
+
+both_backends!(
+    admin_routes_need_the_bearer_token_and_are_disabled_without_one,
+    apps_and_partner_status_show_connection_and_paste_ready_urls,
+    users_filter_on_every_segment_and_partner,
+    users_pages_walk_every_row_once_and_reject_bad_input,
+    lookup_finds_a_user_by_each_identifier,
+    summary_counts_attributed_installs_by_dimension_and_window,
+);
+
+impl TestApp {
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Store one attributed Kochava install and return its event id.
+    pub async fn install(&self, fields: Value) -> String {
+        let body = json_body(self.post_kochava(&fields).await, 200, "seed install").await;
+        assert_eq!(body["status"], "accepted", "seed install {fields}");
+        body["event_id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn user(n: u32, source: &str, campaign: &str, adgroup: &str, ad: &str) -> Value {
+    json!({
+        "network_name": source, "campaign_name": campaign, "site_id": adgroup, "creative_id": ad,
+        "idfa": format!("00000000-0000-4000-8000-{n:012}"), "identity_link": format!("user-{n}"),
+    })
+}
+
+async fn admin_routes_need_the_bearer_token_and_are_disabled_without_one(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let id = app.app_id;
+    let routes = [
+        "/v1/apps".to_owned(),
+        format!("/v1/apps/{id}/partners"),
+        format!("/v1/apps/{id}/users"),
+        format!("/v1/apps/{id}/users/lookup?idfa=x"),
+        format!("/v1/apps/{id}/summary?by=source"),
+    ];
+    for route in &routes {
+        let resp = app.client.get(app.url(route)).send().await.unwrap();
+        assert_error(resp, 401, "unauthorized", &format!("{route} without token")).await;
+        let resp = app
+            .client
+            .get(app.url(route))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, 401, "unauthorized", &format!("{route} wrong token")).await;
+        let resp = app
+            .client
+            .get(app.url(route))
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_error(
+            resp,
+            401,
+            "unauthorized",
+            &format!("{route} with an app key"),
+        )
+        .await;
+    }
+    let resp = app
+        .admin_get(&format!("/v1/apps/{}/partners", uuid::Uuid::now_v7()))
+        .await;
+    assert_error(resp, 404, "not_found", "unknown app").await;
+    let resp = app.admin_get("/v1/apps/not-a-uuid/partners").await;
+    assert_error(resp, 404, "not_found", "malformed app id").await;
+    // Probes stay open.
+    for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let resp = app.client.get(app.url(open)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{open} needs no token");
+    }
+    app.stop().await;
+
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        TestConfig {
+            admin_token: None,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let resp = app
+        .client
+        .get(app.url("/v1/apps"))
+        .bearer_auth("")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(resp, 403, "forbidden", "no ADMIN_TOKEN configured").await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ADMIN_TOKEN"));
+    let resp = app
+        .client
+        .get(app.url(&format!("/apps/{}/attribution", app.app_id)))
+        .basic_auth("x", Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 403, "forbidden", "page disabled too").await;
+    app.stop().await;
+}
+
+async fn apps_and_partner_status_show_connection_and_paste_ready_urls(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let body = json_body(app.admin_get("/v1/apps").await, 200, "apps").await;
+    let apps = body["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0]["name"], "default");
+    assert_eq!(apps[0]["tier"], "standard");
+    assert!(
+        !body.to_string().contains(&app.api_key[5..]),
+        "never the key"
+    );
+
+    app.install(user(1, "Liftoff", "c", "g", "a")).await;
+    let tune = app.get_tune("advertiser_sub_publisher=x&publisher_name=organic&ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF").await;
+    assert_eq!(tune.status(), 200);
+
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{}/partners", app.app_id))
+            .await,
+        200,
+        "partners",
+    )
+    .await;
+    let partners = body["partners"].as_array().unwrap();
+    let names: Vec<&str> = partners
+        .iter()
+        .map(|p| p["partner"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "kochava",
+            "tune",
+            "appsflyer",
+            "adjust",
+            "singular",
+            "branch"
+        ]
+    );
+    let kochava = &partners[0];
+    assert_eq!(kochava["status"], "connected");
+    assert!(kochava["last_success_at"].is_string());
+    assert_eq!(kochava["counters"]["installs"], 1);
+    assert_eq!(kochava["method"], "POST");
+    assert_eq!(kochava["endpoint_url"], app.url("/v1/postbacks/kochava"));
+    assert!(kochava["postback_url_template"].is_null());
+    let tune = &partners[1];
+    assert_eq!(tune["status"], "not_connected", "organic does not connect");
+    assert!(tune["last_success_at"].is_null());
+    let template = tune["postback_url_template"].as_str().unwrap();
+    assert!(
+        template.starts_with(&format!(
+            "{}?api_key=YOUR_API_KEY&",
+            app.url("/v1/postbacks/tune")
+        )),
+        "{template}"
+    );
+    assert!(template.contains("advertiser_sub_publisher={advertiser_sub_publisher}"));
+    for p in &partners[2..] {
+        assert_eq!(p["status"], "not_connected");
+        assert_eq!(p["counters"]["installs"], 0);
+    }
+    app.stop().await;
+}
+
+async fn users_filter_on_every_segment_and_partner(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let rows = [
+        (1, "Liftoff", "spring", "g1", "a1"),
+        (2, "Liftoff", "spring", "g2", "a2"),
+        (3, "Liftoff", "summer", "g1", "a1"),
+        (4, "AppLovin", "spring", "g1", "a1"),
+    ];
+    for (n, s, c, g, a) in rows {
+        app.install(user(n, s, c, g, a)).await;
+    }
+    let tune = app
+        .get_tune("advertiser_sub_publisher=Liftoff&advertiser_sub_campaign=spring&user_id=user-5")
+        .await;
+    assert_eq!(tune.status(), 200);
+    let id = app.app_id;
+    let cases: [(&str, &[&str]); 9] = [
+        ("", &["user-5", "user-4", "user-3", "user-2", "user-1"]),
+        ("source=Liftoff", &["user-5", "user-3", "user-2", "user-1"]),
+        ("campaign=spring", &["user-5", "user-4", "user-2", "user-1"]),
+        ("adgroup=g1", &["user-4", "user-3", "user-1"]),
+        ("ad=a2", &["user-2"]),
+        (
+            "source=Liftoff&campaign=spring&adgroup=g1&ad=a1",
+            &["user-1"],
+        ),
+        ("partner=tune", &["user-5"]),
+        ("source=liftoff", &[]),
+        ("source=Lift", &[]),
+    ];
+    for (query, expected) in cases {
+        let body = json_body(
+            app.admin_get(&format!("/v1/apps/{id}/users?{query}")).await,
+            200,
+            query,
+        )
+        .await;
+        let got: Vec<&str> = body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["user_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, expected, "filter {query:?}");
+        assert!(body["next_cursor"].is_null(), "{query}: one page");
+    }
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{id}/users?ad=a2")).await,
+        200,
+        "shape",
+    )
+    .await;
+    let u = &body["users"][0];
+    assert_eq!(u["source"], "Liftoff");
+    assert_eq!(u["campaign"], "spring");
+    assert_eq!(u["adgroup"], "g2");
+    assert_eq!(u["partner"], "kochava");
+    assert_eq!(u["idfa"], "00000000-0000-4000-8000-000000000002");
+    assert!(u["attributed_at"].is_string() && u["event_id"].is_string());
+    app.stop().await;
+}
+
+async fn users_pages_walk_every_row_once_and_reject_bad_input(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    for n in 0..25 {
+        app.install(user(n, "Liftoff", "c", "g", "a")).await;
+    }
+    let id = app.app_id;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let q = cursor
+            .as_ref()
+            .map_or(String::new(), |c| format!("&cursor={c}"));
+        let body = json_body(
+            app.admin_get(&format!("/v1/apps/{id}/users?limit=10{q}"))
+                .await,
+            200,
+            "page",
+        )
+        .await;
+        let users = body["users"].as_array().unwrap();
+        pages.push(users.len());
+        seen.extend(
+            users
+                .iter()
+                .map(|u| u["user_id"].as_str().unwrap().to_owned()),
+        );
+        if pages.len() == 1 {
+            // A newer install after the first page must not shift later pages.
+            app.install(user(99, "Liftoff", "c", "g", "a")).await;
+        }
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [10, 10, 5], "pages");
+    let expected: Vec<String> = (0..25).rev().map(|n| format!("user-{n}")).collect();
+    assert_eq!(seen, expected, "newest first, each once");
+
+    // A cursor whose row has been deleted since still continues after it.
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{id}/users?limit=3")).await,
+        200,
+        "first page",
+    )
+    .await;
+    let cursor = body["next_cursor"].as_str().unwrap().to_owned();
+    let last = body["users"][2]["user_id"].as_str().unwrap().to_owned();
+    app.delete_attribution_of(&last).await;
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{id}/users?limit=3&cursor={cursor}"))
+            .await,
+        200,
+        "after delete",
+    )
+    .await;
+    let next: Vec<&str> = body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(next, ["user-23", "user-22", "user-21"]);
+
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{id}/users?source=none"))
+            .await,
+        200,
+        "empty",
+    )
+    .await;
+    assert_eq!(body, json!({"users": [], "next_cursor": null}));
+
+    for (query, case) in [
+        ("limit=0", "limit 0"),
+        ("limit=1001", "limit over 1000"),
+        ("limit=ten", "limit not a number"),
+        ("cursor=garbage", "bad cursor"),
+        ("partner=facebook", "unknown partner"),
+    ] {
+        let resp = app.admin_get(&format!("/v1/apps/{id}/users?{query}")).await;
+        assert_error(resp, 400, "bad_request", case).await;
+    }
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{id}/users?limit=1000"))
+            .await,
+        200,
+        "limit 1000",
+    )
+    .await;
+    assert_eq!(body["users"].as_array().unwrap().len(), 26);
+    app.stop().await;
+}
+
+impl TestApp {
+    async fn delete_attribution_of(&self, user_id: &str) {
+        let sql = format!("delete from attributions where user_id = '{user_id}'");
+        match &self.db {
+            crate::helpers::TestDb::Postgres { url, .. } => {
+                let mut c = crate::helpers::pg_connect(url).await.unwrap();
+                sqlx::query(&sql).execute(&mut c).await.unwrap();
+            }
+            crate::helpers::TestDb::Sqlite { url, .. } => {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+                sqlx::query(&sql).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn lookup_finds_a_user_by_each_identifier(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.install(json!({"network_name":"Liftoff","campaign_name":"first","identity_link":"braze-1",
+        "idfa":"AAAAAAAA-0000-4000-8000-000000000001","idfv":"idfv-1","adid":"gaid-1","android_id":"andi-1",
+        "kochava_device_id":"kd-1"}))
+        .await;
+    let id = app.app_id;
+    for (param, value) in [
+        ("user_id", "braze-1"),
+        ("idfa", "AAAAAAAA-0000-4000-8000-000000000001"),
+        ("idfv", "idfv-1"),
+        ("google_aid", "gaid-1"),
+        ("android_id", "andi-1"),
+        ("partner_device_id", "kd-1"),
+    ] {
+        let body = json_body(
+            app.admin_get(&format!("/v1/apps/{id}/users/lookup?{param}={value}"))
+                .await,
+            200,
+            param,
+        )
+        .await;
+        assert_eq!(body["campaign"], "first", "{param}");
+        assert_eq!(body["user_id"], "braze-1", "{param}");
+    }
+    let resp = app
+        .admin_get(&format!("/v1/apps/{id}/users/lookup?idfa=nobody"))
+        .await;
+    assert_error(resp, 404, "not_found", "unknown user").await;
+    let resp = app.admin_get(&format!("/v1/apps/{id}/users/lookup")).await;
+    assert_error(resp, 400, "bad_request", "no identifier").await;
+    let resp = app
+        .admin_get(&format!("/v1/apps/{id}/users/lookup?idfa=a&idfv=b"))
+        .await;
+    assert_error(resp, 400, "bad_request", "two identifiers").await;
+    app.stop().await;
+}
+
+async fn summary_counts_attributed_installs_by_dimension_and_window(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    for (n, s, c) in [
+        (1, "Liftoff", "spring"),
+        (2, "Liftoff", "summer"),
+        (3, "AppLovin", "spring"),
+    ] {
+        app.install(user(n, s, c, "g", "a")).await;
+    }
+    app.install(json!({"campaign_name":"spring","idfa":"00000000-0000-4000-8000-000000000004"}))
+        .await;
+    // The same user again (shared idfa) is not a second attributed install.
+    app.install(json!({"network_name":"Liftoff","campaign_name":"winter","idfa":"00000000-0000-4000-8000-000000000001","seq":2})).await;
+    let id = app.app_id;
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{id}/summary?by=source"))
+            .await,
+        200,
+        "by source",
+    )
+    .await;
+    assert_eq!(body["by"], "source");
+    assert_eq!(body["total"], 4);
+    assert_eq!(
+        body["rows"],
+        json!([{"value":"Liftoff","installs":2},{"value":"AppLovin","installs":1},{"value":null,"installs":1}])
+    );
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{id}/summary?by=campaign"))
+            .await,
+        200,
+        "by campaign",
+    )
+    .await;
+    assert_eq!(body["rows"][0], json!({"value":"spring","installs":3}));
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{id}/summary?by=ad&since={tomorrow}"))
+            .await,
+        200,
+        "future window",
+    )
+    .await;
+    assert_eq!(body["total"], 0);
+    let body = json_body(
+        app.admin_get(&format!(
+            "/v1/apps/{id}/summary?by=adgroup&until={tomorrow}"
+        ))
+        .await,
+        200,
+        "until",
+    )
+    .await;
+    assert_eq!(body["total"], 4);
+    for (query, case) in [
+        ("", "no by"),
+        ("by=country", "bad by"),
+        ("by=source&since=yesterday", "bad since"),
+        (
+            "by=source&since=2024-02-01&until=2024-01-01",
+            "empty window",
+        ),
+    ] {
+        let resp = app
+            .admin_get(&format!("/v1/apps/{id}/summary?{query}"))
+            .await;
+        assert_error(resp, 400, "bad_request", case).await;
+    }
+    app.stop().await;
+}
