@@ -55,6 +55,8 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Drain time on shutdown in milliseconds.
     pub shutdown_timeout_ms: u64,
+    /// A client must send its request head within this many milliseconds.
+    pub header_read_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -67,6 +67,7 @@ pub struct App {
     writer_task: JoinHandle<()>,
     background: CancellationToken,
     shutdown_timeout: Duration,
+    header_read_timeout: Duration,
     base_url: String,
     /// The `default` app, when this start created it on an empty database.
     pub created_default_app: Option<CreatedApp>,
@@ -151,6 +152,7 @@ impl App {
             writer_task,
             background,
             shutdown_timeout: Duration::from_millis(config.http.shutdown_timeout_ms),
+            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
             base_url: config.public_base_url(address),
             created_default_app,
         })
@@ -186,45 +188,34 @@ impl App {
             writer_task,
             background,
             shutdown_timeout,
+            header_read_timeout,
             ..
         } = self;
         let stop = CancellationToken::new();
-        let main = {
-            let stop = stop.clone();
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+        let options = || http::serve::ServeOptions {
+            header_read_timeout,
+            drain_timeout: shutdown_timeout,
         };
-        let mut main = tokio::spawn(async move { main.await });
+        let main = tokio::spawn(http::serve::serve(
+            listener,
+            router,
+            options(),
+            stop.clone().cancelled_owned(),
+        ));
         // Every router holds the writer handle: each must be gone before the writer
         // can finish, so an unused metrics router is dropped here.
         let metrics_server = metrics_listener.map(|listener| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, metrics_router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            })
+            tokio::spawn(http::serve::serve(
+                listener,
+                metrics_router,
+                options(),
+                stop.clone().cancelled_owned(),
+            ))
         });
-
-        let served = tokio::select! {
-            result = &mut main => Some(result),
-            _ = shutdown => None,
-        };
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
         stop.cancel();
-        let served = match served {
-            Some(result) => result,
-            None => {
-                tracing::info!("shutting down: draining in-flight requests");
-                match tokio::time::timeout(shutdown_timeout, &mut main).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::warn!("drain timeout reached; closing remaining connections");
-                        main.abort();
-                        Ok(Ok(()))
-                    }
-                }
-            }
-        };
+        let served = main.await;
         background.cancel();
         if let Some(server) = metrics_server {
             let _ = server.await;
@@ -239,7 +230,7 @@ impl App {
         }
         store.close().await;
         tracing::info!("shutdown complete");
-        served.map_err(std::io::Error::other)?
+        served.map_err(std::io::Error::other)
     }
 }
 

@@ -31,6 +31,7 @@ mod auth;
 pub mod error;
 mod health;
 mod postbacks;
+pub mod serve;
 mod status;
 
 use error::AppError;
