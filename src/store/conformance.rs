@@ -1831,27 +1831,27 @@ async fn summary_counts_by_each_dimension_within_bounds(store: &dyn Store, _: &P
                 ad: ad.map(Into::into),
             }
         };
-    // (source, campaign, adgroup, ad, seconds after t0)
-    let rows: [(Option<&str>, Option<&str>, Option<&str>, Option<&str>, i64); 9] = [
-        (Some("b"), Some("c1"), Some("g1"), Some("a1"), 0),
-        (Some("b"), Some("c1"), Some("g1"), Some("a1"), 10),
-        (Some("b"), Some("c2"), Some("g2"), None, 20),
-        (Some("a"), Some("c2"), Some("g2"), None, 30),
-        (Some("a"), Some("c1"), None, None, 40),
-        (Some("B"), None, None, None, 50),
-        (None, None, None, Some("a2"), 60),
-        (None, None, Some("g3"), Some("a2"), 70),
-        (Some("a"), Some("c3"), Some("g3"), Some("a3"), 80),
+    // (segments, seconds after t0)
+    let rows = [
+        (seg(Some("b"), Some("c1"), Some("g1"), Some("a1")), 0),
+        (seg(Some("b"), Some("c1"), Some("g1"), Some("a1")), 10),
+        (seg(Some("b"), Some("c2"), Some("g2"), None), 20),
+        (seg(Some("a"), Some("c2"), Some("g2"), None), 30),
+        (seg(Some("a"), Some("c1"), None, None), 40),
+        (seg(Some("B"), None, None, None), 50),
+        (seg(None, None, None, Some("a2")), 60),
+        (seg(None, None, Some("g3"), Some("a2")), 70),
+        (seg(Some("a"), Some("c3"), Some("g3"), Some("a3")), 80),
     ];
     let events: Vec<NewEvent> = rows
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(i, &(source, campaign, adgroup, ad, offset))| {
+        .map(|(i, (segments, offset))| {
             install(
                 app,
                 &format!("u{i}"),
                 PartnerId::Kochava,
-                seg(source, campaign, adgroup, ad),
+                segments,
                 at(offset),
             )
         })
@@ -1876,7 +1876,9 @@ async fn summary_counts_by_each_dimension_within_bounds(store: &dyn Store, _: &P
         installs,
     };
     // Most installs first; equal counts by value (bytes: "B" before "a"), absent last.
-    let cases: Vec<(Dimension, Option<i64>, Option<i64>, Vec<SummaryRow>)> = vec![
+    // (dimension, since and until in seconds after t0, expected rows)
+    type Case = (Dimension, Option<i64>, Option<i64>, Vec<SummaryRow>);
+    let cases: Vec<Case> = vec![
         (
             Dimension::Source,
             None,
