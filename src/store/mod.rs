@@ -340,6 +340,55 @@ pub(crate) fn insert_order(events: &[NewEvent]) -> Vec<usize> {
     order
 }
 
+/// The batch's recorded installs as (position in the batch, event id), in input order.
+pub(crate) fn recorded_installs(
+    events: &[NewEvent],
+    outcomes: &[RecordOutcome],
+) -> Vec<(usize, Uuid)> {
+    events
+        .iter()
+        .zip(outcomes)
+        .enumerate()
+        .filter_map(|(i, (event, outcome))| match outcome {
+            RecordOutcome::Recorded { event_id } if event.postback.kind == EventKind::Install => {
+                Some((i, *event_id))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The installs that become attributions: those whose user is not `known` (an
+/// index into `installs`) and shares no identifier with an earlier install of the
+/// same app in this batch; first touch wins, in input order.
+pub(crate) fn first_touches(
+    events: &[NewEvent],
+    installs: &[(usize, Uuid)],
+    known: &std::collections::HashSet<usize>,
+) -> Vec<(usize, Uuid)> {
+    let mut claimed: std::collections::HashSet<(AppId, &'static str, &str)> = Default::default();
+    let mut new = Vec::new();
+    for (pos, &(i, event_id)) in installs.iter().enumerate() {
+        let event = &events[i];
+        let ids: Vec<(&'static str, &str)> = event
+            .postback
+            .ids
+            .pairs()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        if known.contains(&pos)
+            || ids
+                .iter()
+                .any(|&(k, v)| claimed.contains(&(event.app_id, k, v)))
+        {
+            continue;
+        }
+        claimed.extend(ids.into_iter().map(|(k, v)| (event.app_id, k, v)));
+        new.push((i, event_id));
+    }
+    new
+}
+
 /// What one batch adds to one `partner_connections` row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ConnectionTally {

@@ -16,14 +16,12 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
-    insert_order, is_connection_failure, tally_batch, AppRecord, AttributionRecord, Backend,
-    ConnectionTally, CounterDelta, DailySourceCount, Dimension, IdentifierKind, KeyRecord, NewApp,
-    PartnerConnection, PoolConfig, RecordOutcome, Store, StoreError, SummaryRow, UserCursor,
-    UserFilter,
+    first_touches, insert_order, is_connection_failure, recorded_installs, tally_batch, AppRecord,
+    AttributionRecord, Backend, ConnectionTally, CounterDelta, DailySourceCount, Dimension,
+    IdentifierKind, KeyRecord, NewApp, PartnerConnection, PoolConfig, RecordOutcome, Store,
+    StoreError, SummaryRow, UserCursor, UserFilter,
 };
-use crate::domain::{
-    AppId, ConnectionStatus, EventKind, Identifiers, KeyHash, NewEvent, Segments, Tier,
-};
+use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Segments, Tier};
 use crate::partners::PartnerId;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -190,41 +188,14 @@ async fn record_in(
     events: &[NewEvent],
     counters: &[CounterDelta],
 ) -> Result<Vec<RecordOutcome>, sqlx::Error> {
-    // 1. Events, in dedupe-key order; a key seen earlier in the batch is a duplicate
-    //    of that copy without asking the database.
-    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; events.len()];
-    let mut first_ids: HashMap<(AppId, PartnerId, &str), Uuid> = HashMap::new();
-    for i in insert_order(events) {
-        let event = &events[i];
-        let key = (event.app_id, event.partner, event.dedupe_key.as_str());
-        let outcome = match first_ids.get(&key) {
-            Some(&first_event_id) => RecordOutcome::Duplicate { first_event_id },
-            None => {
-                let outcome = insert_event(conn, event).await?;
-                first_ids.insert(key, outcome.event_id());
-                outcome
-            }
-        };
-        outcomes[i] = Some(outcome);
-    }
-    let outcomes: Vec<RecordOutcome> = outcomes
-        .into_iter()
-        .map(|outcome| outcome.expect("insert_order visits every event once"))
-        .collect();
+    // A handful of set-based statements per batch, whatever its size: the round
+    // trips, not the rows, are what a batch costs.
+    let outcomes = insert_events(conn, events).await?;
 
-    // 2. First-touch attributions, in input order. The per-app lock keeps two
-    //    concurrent batches from both creating an attribution for the same new user.
-    let installs: Vec<(&NewEvent, Uuid)> = events
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(event, outcome)| match outcome {
-            RecordOutcome::Recorded { event_id } if event.postback.kind == EventKind::Install => {
-                Some((event, *event_id))
-            }
-            _ => None,
-        })
-        .collect();
-    let apps: BTreeSet<AppId> = installs.iter().map(|(event, _)| event.app_id).collect();
+    // First-touch attributions. The per-app lock keeps two concurrent batches (two
+    // server processes) from both creating an attribution for the same new user.
+    let installs: Vec<(usize, Uuid)> = recorded_installs(events, &outcomes);
+    let apps: BTreeSet<AppId> = installs.iter().map(|&(i, _)| events[i].app_id).collect();
     for app in apps {
         sqlx::query("select pg_advisory_xact_lock($1, $2)")
             .bind(ATTRIBUTION_LOCK_SPACE)
@@ -232,13 +203,11 @@ async fn record_in(
             .execute(&mut *conn)
             .await?;
     }
-    for (event, event_id) in installs {
-        if !user_known(conn, event).await? {
-            insert_attribution(conn, event, event_id).await?;
-        }
-    }
+    let known = known_users(conn, events, &installs).await?;
+    let new = first_touches(events, &installs, &known);
+    insert_attributions(conn, events, &new).await?;
 
-    // 3. One upsert per (app, partner), in key order.
+    // One upsert per (app, partner), in key order.
     let now = Utc::now();
     for ((app, partner), tally) in tally_batch(events, &outcomes, counters) {
         upsert_connection(conn, app, partner, &tally, now).await?;
@@ -252,106 +221,269 @@ fn app_lock_key(app: AppId) -> i32 {
     (folded ^ (folded >> 32)) as i32
 }
 
-async fn insert_event(
+/// Insert the batch's events with one multi-row statement; copies of a dedupe key
+/// inside the batch, and keys stored earlier, come back as duplicates.
+async fn insert_events(
     conn: &mut PgConnection,
-    event: &NewEvent,
-) -> Result<RecordOutcome, sqlx::Error> {
-    let p = &event.postback;
-    let inserted: Option<Uuid> = sqlx::query_scalar(
+    events: &[NewEvent],
+) -> Result<Vec<RecordOutcome>, sqlx::Error> {
+    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; events.len()];
+    // The first copy of each key (in key order, so concurrent batches lock keys in
+    // one global order); later copies point at it.
+    let mut first_of: HashMap<(AppId, PartnerId, &str), usize> = HashMap::new();
+    let mut unique: Vec<usize> = Vec::new();
+    let mut copies: Vec<(usize, usize)> = Vec::new();
+    for i in insert_order(events) {
+        let e = &events[i];
+        match first_of.entry((e.app_id, e.partner, e.dedupe_key.as_str())) {
+            std::collections::hash_map::Entry::Occupied(first) => copies.push((i, *first.get())),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(i);
+                unique.push(i);
+            }
+        }
+    }
+    let ids: Vec<Uuid> = unique.iter().map(|_| Uuid::now_v7()).collect();
+    let col = |f: fn(&NewEvent) -> Option<String>| -> Vec<Option<String>> {
+        unique.iter().map(|&i| f(&events[i])).collect()
+    };
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
         "insert into postback_events (id, app_id, partner, kind, event_name, \
              source, campaign, adgroup, ad, \
              user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
              ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw_payload) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $16, $17, $18, $19, $20, $21, $22) \
+         select id, app_id, partner, kind, event_name, source, campaign, adgroup, ad, \
+             user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
+             ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw::jsonb \
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], \
+             $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
+             $16::text[], $17::text[], $18::text[], $19::timestamptz[], $20::timestamptz[], \
+             $21::text[], $22::text[]) \
+           as t(id, app_id, partner, kind, event_name, source, campaign, adgroup, ad, \
+             user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
+             ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw) \
          on conflict (app_id, partner, dedupe_key) do nothing \
          returning id",
     )
-    .bind(Uuid::now_v7())
-    .bind(event.app_id.as_uuid())
-    .bind(event.partner.as_str())
-    .bind(p.kind.as_str())
-    .bind(&p.event_name)
-    .bind(&p.segments.source)
-    .bind(&p.segments.campaign)
-    .bind(&p.segments.adgroup)
-    .bind(&p.segments.ad)
-    .bind(&p.ids.user_id)
-    .bind(&p.ids.idfa)
-    .bind(&p.ids.idfv)
-    .bind(&p.ids.google_aid)
-    .bind(&p.ids.android_id)
-    .bind(&p.ids.partner_device_id)
-    .bind(&p.ip)
-    .bind(&p.user_agent)
-    .bind(&p.partner_event_id)
-    .bind(p.event_time)
-    .bind(event.received_at)
-    .bind(&event.dedupe_key)
-    .bind(&event.raw)
-    .fetch_optional(&mut *conn)
+    .bind(&ids)
+    .bind(
+        unique
+            .iter()
+            .map(|&i| events[i].app_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        unique
+            .iter()
+            .map(|&i| events[i].partner.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        unique
+            .iter()
+            .map(|&i| events[i].postback.kind.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(col(|e| e.postback.event_name.clone()))
+    .bind(col(|e| e.postback.segments.source.clone()))
+    .bind(col(|e| e.postback.segments.campaign.clone()))
+    .bind(col(|e| e.postback.segments.adgroup.clone()))
+    .bind(col(|e| e.postback.segments.ad.clone()))
+    .bind(col(|e| e.postback.ids.user_id.clone()))
+    .bind(col(|e| e.postback.ids.idfa.clone()))
+    .bind(col(|e| e.postback.ids.idfv.clone()))
+    .bind(col(|e| e.postback.ids.google_aid.clone()))
+    .bind(col(|e| e.postback.ids.android_id.clone()))
+    .bind(col(|e| e.postback.ids.partner_device_id.clone()))
+    .bind(col(|e| e.postback.ip.clone()))
+    .bind(col(|e| e.postback.user_agent.clone()))
+    .bind(col(|e| e.postback.partner_event_id.clone()))
+    .bind(
+        unique
+            .iter()
+            .map(|&i| events[i].postback.event_time)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        unique
+            .iter()
+            .map(|&i| events[i].received_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        unique
+            .iter()
+            .map(|&i| events[i].dedupe_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        unique
+            .iter()
+            .map(|&i| events[i].raw.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
     .await?;
-    if let Some(event_id) = inserted {
-        return Ok(RecordOutcome::Recorded { event_id });
+
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+    let mut stored_before: Vec<usize> = Vec::new();
+    for (&i, id) in unique.iter().zip(&ids) {
+        if inserted.contains(id) {
+            outcomes[i] = Some(RecordOutcome::Recorded { event_id: *id });
+        } else {
+            stored_before.push(i);
+        }
     }
-    let first_event_id: Uuid = sqlx::query_scalar(
-        "select id from postback_events where app_id = $1 and partner = $2 and dedupe_key = $3",
-    )
-    .bind(event.app_id.as_uuid())
-    .bind(event.partner.as_str())
-    .bind(&event.dedupe_key)
-    .fetch_one(conn)
-    .await?;
-    Ok(RecordOutcome::Duplicate { first_event_id })
+    if !stored_before.is_empty() {
+        let rows = sqlx::query(
+            "select t.ord, e.id from unnest($1::int4[], $2::uuid[], $3::text[], $4::text[]) \
+               as t(ord, app_id, partner, dedupe_key) \
+             join postback_events e on e.app_id = t.app_id and e.partner = t.partner \
+               and e.dedupe_key = t.dedupe_key",
+        )
+        .bind(stored_before.iter().map(|&i| i as i32).collect::<Vec<_>>())
+        .bind(
+            stored_before
+                .iter()
+                .map(|&i| events[i].app_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            stored_before
+                .iter()
+                .map(|&i| events[i].partner.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            stored_before
+                .iter()
+                .map(|&i| events[i].dedupe_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let ord: i32 = row.try_get(0)?;
+            let first_event_id: Uuid = row.try_get(1)?;
+            outcomes[ord as usize] = Some(RecordOutcome::Duplicate { first_event_id });
+        }
+    }
+    for (copy, first) in copies {
+        let first_event_id = outcomes[first]
+            .ok_or_else(|| sqlx::Error::Protocol("dedupe key vanished within the batch".into()))?
+            .event_id();
+        outcomes[copy] = Some(RecordOutcome::Duplicate { first_event_id });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| sqlx::Error::Protocol("a conflicting event was not found".into())))
+        .collect()
 }
 
-/// Whether an attribution of the event's app shares any identifier with it
-/// (same column, exact match; absent identifiers match nothing).
-async fn user_known(conn: &mut PgConnection, event: &NewEvent) -> Result<bool, sqlx::Error> {
-    let ids = &event.postback.ids;
-    sqlx::query_scalar(
-        "select exists (select 1 from attributions where app_id = $1 and (\
-             user_id = $2 or idfa = $3 or idfv = $4 or google_aid = $5 \
-             or android_id = $6 or partner_device_id = $7))",
-    )
-    .bind(event.app_id.as_uuid())
-    .bind(&ids.user_id)
-    .bind(&ids.idfa)
-    .bind(&ids.idfv)
-    .bind(&ids.google_aid)
-    .bind(&ids.android_id)
-    .bind(&ids.partner_device_id)
-    .fetch_one(conn)
-    .await
-}
-
-async fn insert_attribution(
+/// Which of the batch's recorded installs (by position in `installs`) share an
+/// identifier with an attribution already stored. One statement: an indexed probe
+/// per identifier column, each written so its partial index applies.
+async fn known_users(
     conn: &mut PgConnection,
-    event: &NewEvent,
-    event_id: Uuid,
+    events: &[NewEvent],
+    installs: &[(usize, Uuid)],
+) -> Result<std::collections::HashSet<usize>, sqlx::Error> {
+    if installs.is_empty() {
+        return Ok(Default::default());
+    }
+    let id = |f: fn(&Identifiers) -> &Option<String>| -> Vec<Option<String>> {
+        installs
+            .iter()
+            .map(|&(i, _)| f(&events[i].postback.ids).clone())
+            .collect()
+    };
+    let probes = IdentifierKind::ALL
+        .iter()
+        .map(|k| {
+            let c = k.column();
+            format!(
+                "exists (select 1 from attributions a where a.app_id = t.app_id \
+                 and a.{c} = t.{c} and a.{c} is not null)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let sql = format!(
+        "select t.ord from unnest($1::int4[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[]) \
+           as t(ord, app_id, user_id, idfa, idfv, google_aid, android_id, partner_device_id) \
+         where {probes}"
+    );
+    let known: Vec<i32> = sqlx::query_scalar(&sql)
+        .bind((0..installs.len() as i32).collect::<Vec<_>>())
+        .bind(
+            installs
+                .iter()
+                .map(|&(i, _)| events[i].app_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(id(|ids| &ids.user_id))
+        .bind(id(|ids| &ids.idfa))
+        .bind(id(|ids| &ids.idfv))
+        .bind(id(|ids| &ids.google_aid))
+        .bind(id(|ids| &ids.android_id))
+        .bind(id(|ids| &ids.partner_device_id))
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(known.into_iter().map(|k| k as usize).collect())
+}
+
+async fn insert_attributions(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+    new: &[(usize, Uuid)],
 ) -> Result<(), sqlx::Error> {
-    let (s, ids) = (&event.postback.segments, &event.postback.ids);
+    if new.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewEvent) -> Option<String>| -> Vec<Option<String>> {
+        new.iter().map(|&(i, _)| f(&events[i])).collect()
+    };
     sqlx::query(
         "insert into attributions (id, app_id, event_id, partner, source, campaign, adgroup, ad, \
              user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+             $12::text[], $13::text[], $14::text[], $15::timestamptz[])",
     )
-    .bind(Uuid::now_v7())
-    .bind(event.app_id.as_uuid())
-    .bind(event_id)
-    .bind(event.partner.as_str())
-    .bind(&s.source)
-    .bind(&s.campaign)
-    .bind(&s.adgroup)
-    .bind(&s.ad)
-    .bind(&ids.user_id)
-    .bind(&ids.idfa)
-    .bind(&ids.idfv)
-    .bind(&ids.google_aid)
-    .bind(&ids.android_id)
-    .bind(&ids.partner_device_id)
-    .bind(event.received_at)
-    .execute(conn)
+    .bind(new.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(
+        new.iter()
+            .map(|&(i, _)| events[i].app_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|&(_, event_id)| event_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|&(i, _)| events[i].partner.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(col(|e| e.postback.segments.source.clone()))
+    .bind(col(|e| e.postback.segments.campaign.clone()))
+    .bind(col(|e| e.postback.segments.adgroup.clone()))
+    .bind(col(|e| e.postback.segments.ad.clone()))
+    .bind(col(|e| e.postback.ids.user_id.clone()))
+    .bind(col(|e| e.postback.ids.idfa.clone()))
+    .bind(col(|e| e.postback.ids.idfv.clone()))
+    .bind(col(|e| e.postback.ids.google_aid.clone()))
+    .bind(col(|e| e.postback.ids.android_id.clone()))
+    .bind(col(|e| e.postback.ids.partner_device_id.clone()))
+    .bind(
+        new.iter()
+            .map(|&(i, _)| events[i].received_at)
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

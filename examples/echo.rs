@@ -1,0 +1,63 @@
+//! The throughput ceiling for `scripts/bench`: the same postback route and the same
+//! decoding, parsing and hashing as the gateway, but no authentication lookup, no
+//! quota and no database. Answers like the gateway would.
+//!
+//!     cargo run --release --example echo -- 127.0.0.1:8090
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery};
+use axum::http::{Method as HttpMethod, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use postback_gateway::partners::{self, InputFormat, Method, PartnerId, Verdict};
+use serde_json::json;
+
+async fn receive(
+    Path(partner): Path<String>,
+    method: HttpMethod,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let Ok(partner) = partner.parse::<PartnerId>() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let method = if method == HttpMethod::GET {
+        Method::Get
+    } else {
+        Method::Post
+    };
+    let Some(format) = partner.input(method) else {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    let query = query.unwrap_or_default();
+    let decoded = match format {
+        InputFormat::Query => Ok(partners::decode_form(query.as_bytes())),
+        InputFormat::FormBody => Ok(partners::decode_form(&body)),
+        InputFormat::JsonBody => partners::decode_json(&body),
+    };
+    let Ok(mut fields) = decoded else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    fields.remove(partners::API_KEY_FIELD);
+    partners::sanitize(&mut fields);
+    match partner.parse(&fields) {
+        Verdict::Accepted(_) => {
+            let _dedupe = partners::payload_hash(partner, &fields);
+            Json(json!({"status": "accepted", "event_id": uuid::Uuid::now_v7()})).into_response()
+        }
+        Verdict::Organic => Json(json!({"status": "ignored", "reason": "organic"})).into_response(),
+        Verdict::Invalid(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8090".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+    eprintln!("echo listening on {addr}");
+    let app = Router::new().route("/v1/postbacks/{partner}", any(receive));
+    axum::serve(listener, app).await.expect("serve");
+}
