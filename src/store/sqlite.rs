@@ -389,10 +389,15 @@ async fn insert_event(
 /// (same column, exact match; absent identifiers match nothing).
 async fn user_known(conn: &mut SqliteConnection, event: &NewEvent) -> Result<bool, sqlx::Error> {
     let ids = &event.postback.ids;
+    // One EXISTS per column, so each probe uses its own index; a single OR across
+    // the columns makes SQLite scan every attribution of the app.
     sqlx::query_scalar(
-        "select exists (select 1 from attributions where app_id = $1 and (\
-             user_id = $2 or idfa = $3 or idfv = $4 or google_aid = $5 \
-             or android_id = $6 or partner_device_id = $7))",
+        "select exists (select 1 from attributions where app_id = $1 and user_id = $2) \
+             or exists (select 1 from attributions where app_id = $1 and idfa = $3) \
+             or exists (select 1 from attributions where app_id = $1 and idfv = $4) \
+             or exists (select 1 from attributions where app_id = $1 and google_aid = $5) \
+             or exists (select 1 from attributions where app_id = $1 and android_id = $6) \
+             or exists (select 1 from attributions where app_id = $1 and partner_device_id = $7)",
     )
     .bind(uuid_text(event.app_id.as_uuid()))
     .bind(&ids.user_id)
