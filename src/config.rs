@@ -78,6 +78,8 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WriterConfig {
+    /// Batches written concurrently.
+    pub writers: usize,
     /// Most postbacks per commit.
     pub max_batch: usize,
     /// Extra wait for a batch to fill, in milliseconds.
@@ -170,6 +172,9 @@ impl Config {
         }
         if self.http.request_timeout_ms == 0 {
             return invalid("http.request_timeout_ms", "must be at least 1");
+        }
+        if self.writer.writers == 0 || self.writer.writers > 64 {
+            return invalid("writer.writers", "must be between 1 and 64");
         }
         if self.writer.max_batch == 0 {
             return invalid("writer.max_batch", "must be at least 1");

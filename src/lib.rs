@@ -112,6 +112,7 @@ impl App {
         let (writer, writer_task) = writer::Writer::spawn(
             store.clone(),
             writer::WriterConfig {
+                writers: config.writer.writers,
                 max_batch: config.writer.max_batch,
                 max_wait: Duration::from_millis(config.writer.max_wait_ms),
                 queue_capacity: config.writer.queue_capacity,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::domain::{AppId, NewEvent};
@@ -17,6 +17,9 @@ use crate::telemetry;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
+    /// Batches written concurrently: while one waits for its commit to reach the
+    /// disk, the next is already being written.
+    pub writers: usize,
     pub max_batch: usize,
     pub max_wait: Duration,
     pub queue_capacity: usize,
@@ -55,8 +58,16 @@ impl Writer {
     /// queue is drained.
     pub fn spawn(store: Arc<dyn Store>, config: WriterConfig) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
-        let task = tokio::spawn(run(store, rx, config));
-        (Self { tx }, task)
+        let rx = Arc::new(Mutex::new(rx));
+        let tasks: Vec<JoinHandle<()>> = (0..config.writers.max(1))
+            .map(|_| tokio::spawn(run(store.clone(), rx.clone(), config)))
+            .collect();
+        let all = tokio::spawn(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        (Self { tx }, all)
     }
 
     /// Queue one event and wait until its transaction committed.
@@ -82,24 +93,27 @@ impl Writer {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>, config: WriterConfig) {
-    let mut jobs = Vec::with_capacity(config.max_batch);
+/// One writer: take a batch off the shared queue (one writer at a time), write it.
+async fn run(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, config: WriterConfig) {
     loop {
-        jobs.clear();
-        if rx.recv_many(&mut jobs, config.max_batch).await == 0 {
-            return; // every sender is gone and the queue is empty
-        }
-        if !config.max_wait.is_zero() && jobs.len() < config.max_batch {
-            let deadline = tokio::time::Instant::now() + config.max_wait;
-            while jobs.len() < config.max_batch {
-                let room = config.max_batch - jobs.len();
-                match tokio::time::timeout_at(deadline, rx.recv_many(&mut jobs, room)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+        let mut jobs = Vec::with_capacity(config.max_batch);
+        {
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut jobs, config.max_batch).await == 0 {
+                return; // every sender is gone and the queue is empty
+            }
+            if !config.max_wait.is_zero() && jobs.len() < config.max_batch {
+                let deadline = tokio::time::Instant::now() + config.max_wait;
+                while jobs.len() < config.max_batch {
+                    let room = config.max_batch - jobs.len();
+                    match tokio::time::timeout_at(deadline, rx.recv_many(&mut jobs, room)).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
                 }
             }
         }
-        write_batch(store.as_ref(), std::mem::take(&mut jobs)).await;
+        write_batch(store.as_ref(), jobs).await;
     }
 }
 
