@@ -86,7 +86,7 @@ pub struct IngestReply {
 
 pub struct Ingestor {
     keys: Arc<KeyCache>,
-    quota: Quota,
+    quota: Arc<Quota>,
     writer: Writer,
     /// Longest wait for a commit before answering 503 (the partner then retries and
     /// gets `duplicate` if the commit did land).
@@ -96,7 +96,7 @@ pub struct Ingestor {
 impl Ingestor {
     pub fn new(
         keys: Arc<KeyCache>,
-        quota: Quota,
+        quota: Arc<Quota>,
         writer: Writer,
         commit_timeout: Duration,
     ) -> Self {

@@ -109,8 +109,15 @@ impl App {
             Duration::from_millis(config.keys.refresh_ms.max(100)),
             background.clone(),
         ));
+        let quota = Arc::new(quota::Quota::new(config.quota.standard_per_hour));
+        quota.seed(
+            &store
+                .quota_usage(quota::current_window(chrono::Utc::now()))
+                .await?,
+        );
         let (writer, writer_task) = writer::Writer::spawn(
             store.clone(),
+            quota.clone(),
             writer::WriterConfig {
                 writers: config.writer.writers,
                 max_batch: config.writer.max_batch,
@@ -122,12 +129,7 @@ impl App {
         // Leave the commit wait a margin inside the request deadline so a slow
         // database yields our 503, not the timeout layer's.
         let commit_timeout = request_timeout.mul_f64(0.9);
-        let ingestor = ingest::Ingestor::new(
-            keys,
-            quota::Quota::new(config.quota.standard_per_hour),
-            writer,
-            commit_timeout,
-        );
+        let ingestor = ingest::Ingestor::new(keys, quota, writer, commit_timeout);
         let state = http::AppState {
             ingestor: Arc::new(ingestor),
             store: store.clone(),

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{AppId, NewEvent};
 use crate::partners::PartnerId;
+use crate::quota::Quota;
 use crate::store::{CounterDelta, RecordOutcome, Store, StoreError};
 use crate::telemetry;
 
@@ -56,11 +57,16 @@ pub struct Writer {
 impl Writer {
     /// Start the writer task. It ends once every `Writer` clone is dropped and the
     /// queue is drained.
-    pub fn spawn(store: Arc<dyn Store>, config: WriterConfig) -> (Self, JoinHandle<()>) {
+    /// `quota`'s pending counts are written with each batch.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        quota: Arc<Quota>,
+        config: WriterConfig,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let rx = Arc::new(Mutex::new(rx));
         let tasks: Vec<JoinHandle<()>> = (0..config.writers.max(1))
-            .map(|_| tokio::spawn(run(store.clone(), rx.clone(), config)))
+            .map(|_| tokio::spawn(run(store.clone(), quota.clone(), rx.clone(), config)))
             .collect();
         let all = tokio::spawn(async move {
             for task in tasks {
@@ -94,7 +100,12 @@ impl Writer {
 }
 
 /// One writer: take a batch off the shared queue (one writer at a time), write it.
-async fn run(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, config: WriterConfig) {
+async fn run(
+    store: Arc<dyn Store>,
+    quota: Arc<Quota>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    config: WriterConfig,
+) {
     loop {
         let mut jobs = Vec::with_capacity(config.max_batch);
         {
@@ -113,11 +124,11 @@ async fn run(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, config:
                 }
             }
         }
-        write_batch(store.as_ref(), jobs).await;
+        write_batch(store.as_ref(), &quota, jobs).await;
     }
 }
 
-async fn write_batch(store: &dyn Store, jobs: Vec<Job>) {
+async fn write_batch(store: &dyn Store, quota: &Quota, jobs: Vec<Job>) {
     let mut events = Vec::new();
     let mut waiters = Vec::new();
     let mut counts: HashMap<(AppId, PartnerId), CounterDelta> = HashMap::new();
@@ -140,7 +151,12 @@ async fn write_batch(store: &dyn Store, jobs: Vec<Job>) {
     }
     let counters: Vec<CounterDelta> = counts.into_values().collect();
     telemetry::batch_written(events.len());
-    match store.record_batch(&events, &counters).await {
+    let usage = quota.take_pending();
+    let result = store.record_batch(&events, &counters, &usage).await;
+    if result.is_err() {
+        quota.restore(usage);
+    }
+    match result {
         Ok(outcomes) => {
             for (done, outcome) in waiters.into_iter().zip(outcomes) {
                 let _ = done.send(Ok(outcome));
@@ -157,11 +173,13 @@ async fn write_batch(store: &dyn Store, jobs: Vec<Job>) {
             // One bad row must not fail its neighbours: write each on its own.
             telemetry::db_error("other");
             tracing::error!(error = ?e, batch = events.len(), "batch failed; retrying its postbacks one by one");
-            if let Err(e) = store.record_batch(&[], &counters).await {
+            if let Err(e) = store.record_batch(&[], &counters, &[]).await {
                 tracing::error!(error = ?e, "counter increments lost");
             }
             for (event, done) in events.into_iter().zip(waiters) {
-                let result = store.record_batch(std::slice::from_ref(&event), &[]).await;
+                let result = store
+                    .record_batch(std::slice::from_ref(&event), &[], &[])
+                    .await;
                 let _ = done.send(single_result(result));
             }
         }

@@ -78,6 +78,7 @@ conformance!(
     raw_payload_round_trips_as_json,
     fifty_event_batch_returns_fifty_outcomes_in_order,
     empty_batch_records_nothing,
+    quota_usage_adds_up_per_app_and_window,
     concurrent_create_app_if_none_creates_one_app,
     concurrent_batches_attribute_a_new_user_once,
     concurrent_batches_with_the_same_keys_in_opposite_order_both_succeed,
@@ -477,7 +478,7 @@ fn recorded_id(outcome: RecordOutcome) -> Uuid {
 
 async fn record(store: &dyn Store, events: Vec<NewEvent>) -> Vec<RecordOutcome> {
     store
-        .record_batch(&events, &[])
+        .record_batch(&events, &[], &[])
         .await
         .expect("record batch")
 }
@@ -1027,7 +1028,7 @@ async fn counters_and_status_after_a_mixed_batch(store: &dyn Store, _: &Probe) {
         },
     ];
     let outcomes = store
-        .record_batch(&batch, &counters)
+        .record_batch(&batch, &counters, &[])
         .await
         .expect("record batch");
     assert_eq!(outcomes.len(), 6);
@@ -1099,12 +1100,12 @@ async fn app_with_only_organic_deltas_stays_not_connected(store: &dyn Store, pro
         rejected: 0,
     };
     let outcomes = store
-        .record_batch(&[], &[delta])
+        .record_batch(&[], &[delta], &[])
         .await
         .expect("record counters");
     assert!(outcomes.is_empty());
     store
-        .record_batch(&[], &[delta])
+        .record_batch(&[], &[delta], &[])
         .await
         .expect("record counters again");
     let connections = store.partner_connections(app).await.expect("connections");
@@ -1172,7 +1173,7 @@ async fn fifty_event_batch_returns_fifty_outcomes_in_order(store: &dyn Store, pr
         })
         .collect();
     let outcomes = store
-        .record_batch(&events, &[])
+        .record_batch(&events, &[], &[])
         .await
         .expect("record batch");
     assert_eq!(outcomes.len(), 50);
@@ -1210,7 +1211,7 @@ async fn fifty_event_batch_returns_fifty_outcomes_in_order(store: &dyn Store, pr
 async fn empty_batch_records_nothing(store: &dyn Store, probe: &Probe) {
     let app = create_sample_app(store).await;
     assert!(store
-        .record_batch(&[], &[])
+        .record_batch(&[], &[], &[])
         .await
         .expect("empty batch")
         .is_empty());
@@ -1219,6 +1220,40 @@ async fn empty_batch_records_nothing(store: &dyn Store, probe: &Probe) {
         .partner_connections(app)
         .await
         .expect("connections")
+        .is_empty());
+}
+
+async fn quota_usage_adds_up_per_app_and_window(store: &dyn Store, _: &Probe) {
+    let (a, b) = (
+        create_sample_app(store).await,
+        create_sample_app(store).await,
+    );
+    let hour = t0();
+    let next = hour + chrono::Duration::hours(1);
+    let usage = |app_id, window_start, requests| super::QuotaUsage {
+        app_id,
+        window_start,
+        requests,
+    };
+    store
+        .record_batch(&[], &[], &[usage(a, hour, 3), usage(b, hour, 1)])
+        .await
+        .expect("first batch");
+    store
+        .record_batch(&[], &[], &[usage(a, hour, 2), usage(a, next, 7)])
+        .await
+        .expect("second batch");
+    let mut now = store.quota_usage(hour).await.expect("usage");
+    now.sort_by_key(|u| u.requests);
+    assert_eq!(now, vec![usage(b, hour, 1), usage(a, hour, 5)]);
+    assert_eq!(
+        store.quota_usage(next).await.expect("usage"),
+        vec![usage(a, next, 7)]
+    );
+    assert!(store
+        .quota_usage(next + chrono::Duration::hours(1))
+        .await
+        .expect("usage")
         .is_empty());
 }
 
@@ -1260,9 +1295,9 @@ async fn concurrent_batches_attribute_a_new_user_once(store: &dyn Store, probe: 
         batch("three", PartnerId::Branch),
     );
     let (a, b, c) = tokio::join!(
-        store.record_batch(&one, &[]),
-        store.record_batch(&two, &[]),
-        store.record_batch(&three, &[]),
+        store.record_batch(&one, &[], &[]),
+        store.record_batch(&two, &[], &[]),
+        store.record_batch(&three, &[], &[]),
     );
     for outcome in [a, b, c] {
         recorded_id(outcome.expect("record batch")[0]);
@@ -1291,8 +1326,8 @@ async fn concurrent_batches_with_the_same_keys_in_opposite_order_both_succeed(
         let forward = vec![event(&x), event(&y)];
         let backward = vec![event(&y), event(&x)];
         let (a, b) = tokio::join!(
-            store.record_batch(&forward, &[]),
-            store.record_batch(&backward, &[])
+            store.record_batch(&forward, &[], &[]),
+            store.record_batch(&backward, &[], &[])
         );
         let (a, b) = (a.expect("forward batch"), b.expect("backward batch"));
         // Whichever committed first recorded both; the other sees both as duplicates.

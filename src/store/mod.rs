@@ -83,6 +83,14 @@ pub struct CounterDelta {
     pub rejected: i64,
 }
 
+/// Postback requests of one app in one quota window (a clock hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaUsage {
+    pub app_id: AppId,
+    pub window_start: DateTime<Utc>,
+    pub requests: i64,
+}
+
 /// One row of `partner_connections`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartnerConnection {
@@ -140,11 +148,17 @@ pub trait Store: Send + Sync + 'static {
     /// seen (also earlier in the same batch), create first-touch attributions for new
     /// users' installs, and update `partner_connections` (counters, status,
     /// last_success_at) including `counters`. Outcomes are in the order of `events`.
+    /// In the same transaction, `quota` requests are added to `quota_usage`.
     async fn record_batch(
         &self,
         events: &[NewEvent],
         counters: &[CounterDelta],
+        quota: &[QuotaUsage],
     ) -> Result<Vec<RecordOutcome>, StoreError>;
+
+    /// Requests counted per app in the quota window starting at `window_start`.
+    async fn quota_usage(&self, window_start: DateTime<Utc>)
+        -> Result<Vec<QuotaUsage>, StoreError>;
 
     /// The `partner_connections` rows of one app (partners never heard from are absent).
     async fn partner_connections(&self, app: AppId) -> Result<Vec<PartnerConnection>, StoreError>;

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::{
     first_touches, insert_order, is_connection_failure, recorded_installs, tally_batch, AppRecord,
     AttributionRecord, Backend, ConnectionTally, CounterDelta, DailySourceCount, Dimension,
-    IdentifierKind, KeyRecord, NewApp, PartnerConnection, PoolConfig, RecordOutcome, Store,
-    StoreError, SummaryRow, UserCursor, UserFilter,
+    IdentifierKind, KeyRecord, NewApp, PartnerConnection, PoolConfig, QuotaUsage, RecordOutcome,
+    Store, StoreError, SummaryRow, UserCursor, UserFilter,
 };
 use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Segments, Tier};
 use crate::partners::PartnerId;
@@ -488,6 +488,23 @@ async fn insert_attributions(
     Ok(())
 }
 
+async fn add_quota_usage(conn: &mut PgConnection, quota: &[QuotaUsage]) -> Result<(), sqlx::Error> {
+    if quota.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into quota_usage as q (app_id, window_start, requests) \
+         select * from unnest($1::uuid[], $2::timestamptz[], $3::int8[]) \
+         on conflict (app_id, window_start) do update set requests = q.requests + excluded.requests",
+    )
+    .bind(quota.iter().map(|q| q.app_id.as_uuid()).collect::<Vec<_>>())
+    .bind(quota.iter().map(|q| q.window_start).collect::<Vec<_>>())
+    .bind(quota.iter().map(|q| q.requests).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 async fn upsert_connection(
     conn: &mut PgConnection,
     app: AppId,
@@ -806,16 +823,39 @@ impl Store for PgStore {
         &self,
         events: &[NewEvent],
         counters: &[CounterDelta],
+        quota: &[QuotaUsage],
     ) -> Result<Vec<RecordOutcome>, StoreError> {
-        if events.is_empty() && counters.is_empty() {
+        if events.is_empty() && counters.is_empty() && quota.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let outcomes = record_in(&mut tx, events, counters)
             .await
             .map_err(store_error)?;
+        add_quota_usage(&mut tx, quota).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(outcomes)
+    }
+
+    async fn quota_usage(
+        &self,
+        window_start: DateTime<Utc>,
+    ) -> Result<Vec<QuotaUsage>, StoreError> {
+        let rows = sqlx::query("select app_id, requests from quota_usage where window_start = $1")
+            .bind(window_start)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(QuotaUsage {
+                    app_id: AppId::from_uuid(row.try_get("app_id")?),
+                    window_start,
+                    requests: row.try_get("requests")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
     }
 
     async fn partner_connections(&self, app: AppId) -> Result<Vec<PartnerConnection>, StoreError> {

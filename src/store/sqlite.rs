@@ -20,8 +20,8 @@ use uuid::Uuid;
 use super::{
     insert_order, is_connection_failure, tally_batch, AppRecord, AttributionRecord, Backend,
     ConnectionTally, CounterDelta, DailySourceCount, Dimension, IdentifierKind, KeyRecord, NewApp,
-    PartnerConnection, PoolConfig, RecordOutcome, Store, StoreError, SummaryRow, UserCursor,
-    UserFilter,
+    PartnerConnection, PoolConfig, QuotaUsage, RecordOutcome, Store, StoreError, SummaryRow,
+    UserCursor, UserFilter,
 };
 use crate::domain::{
     AppId, ConnectionStatus, EventKind, Identifiers, KeyHash, NewEvent, Segments, Tier,
@@ -669,16 +669,51 @@ impl Store for SqliteStore {
         &self,
         events: &[NewEvent],
         counters: &[CounterDelta],
+        quota: &[QuotaUsage],
     ) -> Result<Vec<RecordOutcome>, StoreError> {
-        if events.is_empty() && counters.is_empty() {
+        if events.is_empty() && counters.is_empty() && quota.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
         let outcomes = record_in(&mut tx, events, counters)
             .await
             .map_err(store_error)?;
+        for q in quota {
+            sqlx::query(
+                "insert into quota_usage (app_id, window_start, requests) values ($1, $2, $3) \
+                 on conflict (app_id, window_start) do update \
+                 set requests = quota_usage.requests + excluded.requests",
+            )
+            .bind(uuid_text(q.app_id.as_uuid()))
+            .bind(time_text(q.window_start))
+            .bind(q.requests)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
         tx.commit().await.map_err(store_error)?;
         Ok(outcomes)
+    }
+
+    async fn quota_usage(
+        &self,
+        window_start: DateTime<Utc>,
+    ) -> Result<Vec<QuotaUsage>, StoreError> {
+        let rows = sqlx::query("select app_id, requests from quota_usage where window_start = $1")
+            .bind(time_text(window_start))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(QuotaUsage {
+                    app_id: app_id_col(row, "app_id")?,
+                    window_start,
+                    requests: row.try_get("requests")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
     }
 
     async fn partner_connections(&self, app: AppId) -> Result<Vec<PartnerConnection>, StoreError> {

@@ -163,6 +163,7 @@ pub struct TestApp {
     pub api_key: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    config: Config,
     pub db: TestDb,
 }
 
@@ -179,19 +180,14 @@ impl TestApp {
         config.quota.standard_per_hour = tc.standard_per_hour;
         config.keys.refresh_ms = tc.key_refresh_ms;
         config.admin_token = Secret::new(tc.admin_token.unwrap_or(""));
-        let app = App::build(config).await.expect("server builds");
+        let app = App::build(config.clone()).await.expect("server builds");
         let created = app
             .created_default_app
             .as_ref()
             .expect("first start creates the default app");
         let app_id = created.app.id;
         let api_key = created.api_key.expose().to_owned();
-        let address = format!("http://{}", app.address());
-        let store = app.store();
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run(async move {
-            let _ = rx.await;
-        }));
+        let (address, store, tx, server) = Self::serve(app);
         Some(Self {
             address,
             client: reqwest::Client::builder()
@@ -203,8 +199,53 @@ impl TestApp {
             api_key,
             shutdown: Some(tx),
             server: Some(server),
+            config,
             db,
         })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn serve(
+        app: App,
+    ) -> (
+        String,
+        Arc<dyn Store>,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let address = format!("http://{}", app.address());
+        let store = app.store();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        (address, store, tx, server)
+    }
+
+    /// Stop the server gracefully and start a new one on the same database.
+    pub async fn restart(mut self) -> Self {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server exits cleanly");
+        }
+        let app = App::build(self.config.clone())
+            .await
+            .expect("server rebuilds");
+        assert!(
+            app.created_default_app.is_none(),
+            "a restart creates no app"
+        );
+        let (address, store, tx, server) = Self::serve(app);
+        self.address = address;
+        self.store = store;
+        self.shutdown = Some(tx);
+        self.server = Some(server);
+        self
     }
 
     /// Stop the server gracefully and wait for it to finish.

@@ -9,7 +9,56 @@ use postback_gateway::domain::Tier;
 both_backends!(
     standard_app_gets_429_on_the_101st_request_of_the_hour,
     enterprise_app_is_not_limited,
+    the_hour_count_survives_a_restart,
 );
+
+async fn the_hour_count_survives_a_restart(backend: Backend) {
+    let tc = crate::helpers::TestConfig {
+        standard_per_hour: 5,
+        ..Default::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, tc).await else {
+        return;
+    };
+    let mut reset_before = String::new();
+    for i in 0..3u32 {
+        let body =
+            json!({"network_name":"Liftoff","idfa":format!("00000000-0000-4000-8000-{i:012}")});
+        let resp = app.post_kochava(&body).await;
+        reset_before = resp.headers()["x-ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(resp.status(), 200);
+    }
+    let app = app.restart().await;
+    let resp = app.post_kochava(&json!({"network_name":"organic"})).await;
+    let reset_after = resp.headers()["x-ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let remaining = resp.headers()["x-ratelimit-remaining"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    if reset_after != reset_before {
+        eprintln!("the clock hour turned during the test; nothing to compare");
+        return app.stop().await;
+    }
+    assert_eq!(
+        remaining, "1",
+        "3 of 5 were used before the restart, this is the 4th"
+    );
+    assert_eq!(
+        app.post_kochava(&json!({"network_name":"organic"}))
+            .await
+            .status(),
+        200
+    );
+    let resp = app.post_kochava(&json!({"network_name":"organic"})).await;
+    assert_error(resp, 429, "rate_limited", "6th request across a restart").await;
+    app.stop().await;
+}
 
 async fn standard_app_gets_429_on_the_101st_request_of_the_hour(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
