@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod crash;
 mod health;
 mod keys;
 mod outage;
