@@ -14,3 +14,4 @@ mod partners;
 mod postbacks;
 mod quota;
 mod secrets;
+mod shutdown;
