@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod crash;
 mod health;
+mod hostile;
 mod keys;
 mod outage;
 mod page;
