@@ -919,3 +919,246 @@ async fn generated_malformed_requests_get_only_allowed_statuses_and_memory_stays
         .unwrap();
     assert!(status.success(), "exit 0:\n{logs}");
 }
+
+/// Write `bytes` one at a time, `interval` apart, reading all the while; stop at the
+/// close. Returns (time from connect to close, bytes written, bytes received). Fails
+/// the test if the server has not closed the connection within `deadline`.
+async fn drip(
+    addr: &str,
+    head: &[u8],
+    bytes: &[u8],
+    interval: Duration,
+    deadline: Duration,
+) -> (Duration, usize, Vec<u8>) {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head).await.expect("write head");
+    let mut received = Vec::new();
+    let mut written = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            started.elapsed() < deadline,
+            "still connected after {deadline:?} ({written} bytes dripped, received {:?})",
+            String::from_utf8_lossy(&received)
+        );
+        let due = started + interval * written as u32;
+        if written < bytes.len() && Instant::now() >= due {
+            if stream.write_all(&bytes[written..=written]).await.is_err() {
+                // Closed (reset); keep whatever the server sent before that.
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await
+                {
+                    received.extend_from_slice(&buf[..n]);
+                }
+                return (started.elapsed(), written, received);
+            }
+            written += 1;
+        }
+        let wake = if written < bytes.len() {
+            started + interval * written as u32
+        } else {
+            started + deadline
+        };
+        match tokio::time::timeout_at(wake.into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), written, received),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Slow clients: a request head dripped one byte per second, a connection that sends
+/// nothing, a dripped HTTP/2 preface and an idle keep-alive connection are closed by
+/// the header-read timeout (1 s here); a body trickled after a complete head gets 408
+/// within the request timeout (2 s here). Meanwhile another client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_while_others_are_served() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let (_, key) = create_app_cli(db.url(), "slow", "enterprise");
+    let db_url = db.url().to_owned();
+    let server = tokio::task::spawn_blocking(move || {
+        ServerProcess::start(
+            &db_url,
+            &[
+                ("PBG_HTTP__HEADER_READ_TIMEOUT_MS", "1000"),
+                ("PBG_HTTP__REQUEST_TIMEOUT_MS", "2000"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let addr = server.address.trim_start_matches("http://").to_owned();
+    let second = Duration::from_secs(1);
+    // Header-read timeout 1 s, plus slack for a loaded machine.
+    let closed_by = Duration::from_millis(3500);
+
+    // Another client, served all the while.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = tokio::spawn({
+        let (stop, base, key) = (stop.clone(), server.address.clone(), key.clone());
+        async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap();
+            let (mut served, mut slowest) = (0u32, Duration::ZERO);
+            while !stop.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let resp = client
+                    .post(format!("{base}/v1/postbacks/kochava"))
+                    .header("x-api-key", &key)
+                    .json(&json!({"network_name": "Liftoff", "idfa": format!("AB000000-0000-4000-8000-{served:012}")}))
+                    .send()
+                    .await
+                    .expect("the other client is served");
+                assert_eq!(resp.status(), 200, "the other client's postback");
+                slowest = slowest.max(sent.elapsed());
+                served += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (served, slowest)
+        }
+    });
+
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let body_head = format!(
+        "POST /v1/postbacks/kochava HTTP/1.1\r\nHost: x\r\nX-Api-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    );
+    let body = [b' '; 1000];
+    let (head_drip, silent, h2_drip, idle, trickle) = tokio::join!(
+        drip(&addr, b"", head, second, Duration::from_secs(6)),
+        drip(&addr, b"", b"", second, Duration::from_secs(6)),
+        drip(&addr, b"", preface, second, Duration::from_secs(6)),
+        drip(&addr, head, b"", second, Duration::from_secs(6)),
+        drip(
+            &addr,
+            body_head.as_bytes(),
+            &body,
+            Duration::from_millis(200),
+            Duration::from_secs(6)
+        ),
+    );
+    stop.store(true, Ordering::SeqCst);
+    let (served, slowest) = steady.await.unwrap();
+
+    assert!(
+        head_drip.0 <= closed_by,
+        "dripped head closed after {:?}",
+        head_drip.0
+    );
+    assert!(
+        head_drip.1 < head.len(),
+        "cut off before the head was complete"
+    );
+    assert!(
+        head_drip.2.is_empty() || head_drip.2.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&head_drip.2)
+    );
+    assert!(
+        silent.0 <= closed_by,
+        "silent connection closed after {:?}",
+        silent.0
+    );
+    assert!(
+        h2_drip.0 <= closed_by,
+        "dripped HTTP/2 preface closed after {:?}",
+        h2_drip.0
+    );
+    assert!(
+        h2_drip.1 < preface.len(),
+        "cut off before the preface was complete"
+    );
+    assert!(
+        idle.2.starts_with(b"HTTP/1.1 200"),
+        "the keep-alive request was answered"
+    );
+    assert!(
+        idle.0 <= closed_by,
+        "idle keep-alive connection closed after {:?}",
+        idle.0
+    );
+
+    let (trickle_after, trickled, answer) = trickle;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "a trickled body gets 408, not a 5xx: {answer}"
+    );
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    assert!(
+        trickle_after <= Duration::from_millis(3000),
+        "answered and closed within the request timeout, took {trickle_after:?}"
+    );
+    assert!(
+        trickled < body.len(),
+        "cut off before the body was complete"
+    );
+    assert!(
+        served >= 20,
+        "the other client was served meanwhile ({served} postbacks)"
+    );
+    assert!(slowest < second, "the other client waited {slowest:?}");
+    println!(
+        "slow clients: head drip closed after {:?}, silent {:?}, HTTP/2 preface drip {:?}, \
+         idle keep-alive {:?}, trickled body answered 408 and closed after {trickle_after:?}; \
+         meanwhile {served} postbacks served, slowest {slowest:?}",
+        head_drip.0, silent.0, h2_drip.0, idle.0
+    );
+    let (status, logs) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{logs}");
+}
+
+both_backends!(inputs_that_once_got_a_500_or_a_plain_text_400_get_their_spec_answer);
+
+/// Regressions found by the generated requests above.
+async fn inputs_that_once_got_a_500_or_a_plain_text_400_get_their_spec_answer(backend: Backend) {
+    let Some(app) = crate::helpers::TestApp::spawn(backend).await else {
+        return;
+    };
+    // A Branch `id` of 8,000 incompressible characters was a 500 on PostgreSQL (its
+    // dedupe key exceeded the btree entry limit of the unique index).
+    let id = Rng::new(7).alnum(8000);
+    let branch = json!({
+        "id": id,
+        "name": "install",
+        "last_attributed_touch_data": {"~channel": "Liftoff"},
+        "user_data": {"idfa": "6D92078A-8246-4BA4-AE5B-76104861E7DC"},
+    });
+    let resp = app.post_json("branch", Some(&app.api_key), &branch).await;
+    let first = crate::helpers::json_body(resp, 200, "long Branch id").await;
+    assert_eq!(first["status"], "accepted");
+    let resp = app.post_json("branch", Some(&app.api_key), &branch).await;
+    let again = crate::helpers::json_body(resp, 200, "long Branch id again").await;
+    assert_eq!(again["status"], "duplicate", "still deduplicated by its id");
+    assert_eq!(again["event_id"], first["event_id"]);
+    let stored = app
+        .text(&format!(
+            "select partner_event_id from postback_events where cast(id as text) = '{}'",
+            first["event_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        stored.as_deref(),
+        Some(id.as_str()),
+        "the id is stored whole"
+    );
+
+    // A partner segment that does not decode was axum's plain-text 400.
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let resp = app
+            .client
+            .request(method.clone(), app.url("/v1/postbacks/%FF%FE"))
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::assert_error(resp, 404, "unknown_partner", &format!("{method} %FF")).await;
+    }
+    app.stop().await;
+}
