@@ -331,7 +331,13 @@ fn generate(index: usize, keys: &Keys, app_id: &str) -> Generated {
         bytes,
         may_close: false,
     };
-    match rng.below(20) {
+    // Twenty kinds; the four heavy ones (10,000 pairs, deep JSON, huge headers,
+    // bodies over the limit) half as often as the rest.
+    let kind = match rng.below(36) {
+        k @ 0..=19 => k,
+        _ => *rng.pick(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 16, 17, 18, 19]),
+    };
+    match kind {
         // Random bytes as the body.
         0..=2 => {
             let body = rng.bytes_in(0, 4096);
