@@ -800,6 +800,7 @@ async fn run_round(
                     }
                     let g = generate(i, &keys, &app_id);
                     let postback_route = targets_postbacks(&g.bytes);
+                    let head_request = g.bytes.starts_with(b"HEAD ");
                     let reply = exchange(&addr, g.bytes, Duration::from_secs(10)).await;
                     let mut tally = tally.lock().unwrap();
                     let label = reply.status.map_or("closed".to_owned(), |s| s.to_string());
@@ -815,9 +816,11 @@ async fn run_round(
                     // parse) carry a request id, and on postback routes a JSON body.
                     let json_violation = (reply.header("x-request-id").is_some()
                         && postback_route
-                        && !reply
+                        && !(reply
                             .header("content-type")
-                            .is_some_and(|ct| ct.starts_with("application/json")))
+                            .is_some_and(|ct| ct.starts_with("application/json"))
+                            && (head_request
+                                || serde_json::from_slice::<Value>(&reply.body).is_ok())))
                     .then(|| "postback answer is not JSON".to_owned());
                     if let Some(v) = violation.or(json_violation) {
                         tally.violations.push(format!(

@@ -195,13 +195,15 @@ async fn sigterm_under_load_finishes_in_flight_postbacks_and_exits_0(backend: Ba
     }
     assert_eq!(stored.len(), acknowledged.len(), "only acknowledged rows");
 
+    let failed_sent_before_sigterm = failed.iter().filter(|a| a.sent < sigterm_at).count();
     let failed_sent_before_close = failed
         .iter()
         .filter(|a| a.sent < listener_closed_at)
         .count();
     println!(
         "shutdown[{backend:?}]: acknowledged={} in_flight_at_sigterm_finished={in_flight_finished} \
-         connection_errors={} (sent before the listener closed: {failed_sent_before_close}) \
+         connection_errors={} (sent before SIGTERM: {failed_sent_before_sigterm}, before the \
+         listener closed: {failed_sent_before_close}) \
          listener_closed_after={:?} exit_after={exit_after:?}",
         acknowledged.len(),
         failed.len(),
