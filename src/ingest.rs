@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{ApiKey, AppId, NewEvent};
@@ -63,6 +64,22 @@ impl IngestError {
             IngestError::Overloaded | IngestError::Unavailable => "unavailable",
             IngestError::Internal => "internal",
         }
+    }
+}
+
+/// Longest partner id kept verbatim in a dedupe key. The key is in a unique index, and
+/// PostgreSQL cannot index an entry over ~2.7 kB (a longer incompressible Branch `id`
+/// failed the insert with a 500); longer ids are hashed, which keeps them unique and
+/// leaves the keys of ordinary ids unchanged.
+const MAX_VERBATIM_ID_BYTES: usize = 256;
+
+/// The dedupe key of a delivery: the partner's own id where it sends one, else a hash
+/// of the payload.
+fn dedupe_key(partner: PartnerId, partner_event_id: Option<&str>, fields: &Fields) -> String {
+    match partner_event_id {
+        Some(id) if id.len() <= MAX_VERBATIM_ID_BYTES => format!("id:{id}"),
+        Some(id) => format!("id-sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
+        None => partners::payload_hash(partner, fields),
     }
 }
 
@@ -182,10 +199,7 @@ impl Ingestor {
         };
         match verdict {
             (Verdict::Accepted(postback), fields) => {
-                let dedupe_key = match &postback.partner_event_id {
-                    Some(id) => format!("id:{id}"),
-                    None => partners::payload_hash(partner, &fields),
-                };
+                let dedupe_key = dedupe_key(partner, postback.partner_event_id.as_deref(), &fields);
                 let event = NewEvent {
                     app_id: caller.app_id,
                     partner,
@@ -258,5 +272,34 @@ impl Ingestor {
                 rejected,
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_keys_stay_short_enough_to_index_whatever_the_partner_id() {
+        let fields = Fields::new();
+        let short = "1250087741902387201";
+        assert_eq!(
+            dedupe_key(PartnerId::Branch, Some(short), &fields),
+            format!("id:{short}"),
+            "ordinary ids are kept verbatim (existing keys do not change)"
+        );
+        let long_a = "a".repeat(10_000);
+        let long_b = format!("{}b", "a".repeat(9_999));
+        let key_a = dedupe_key(PartnerId::Branch, Some(&long_a), &fields);
+        let key_b = dedupe_key(PartnerId::Branch, Some(&long_b), &fields);
+        assert!(key_a.len() < 100, "{key_a}");
+        assert_ne!(key_a, key_b, "different ids, different keys");
+        assert_eq!(key_a, dedupe_key(PartnerId::Branch, Some(&long_a), &fields));
+        let limit = "x".repeat(MAX_VERBATIM_ID_BYTES);
+        assert_eq!(
+            dedupe_key(PartnerId::Branch, Some(&limit), &fields),
+            format!("id:{limit}")
+        );
+        assert!(dedupe_key(PartnerId::Kochava, None, &fields).starts_with("sha256:"));
     }
 }

@@ -29,6 +29,8 @@ pub enum AppError {
     NotFound(String),
     #[error("method not allowed; use {allow}")]
     MethodNotAllowed { allow: &'static str },
+    #[error("the request body did not arrive within the request timeout")]
+    RequestTimeout,
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("hourly postback quota exceeded; retry after the window resets")]
@@ -49,6 +51,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::UnknownPartner | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +68,7 @@ impl AppError {
             AppError::UnknownPartner => "unknown_partner",
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
+            AppError::RequestTimeout => "request_timeout",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Unavailable => "unavailable",
@@ -124,6 +128,10 @@ impl IntoResponse for AppError {
                     header::RETRY_AFTER,
                     HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
                 );
+            }
+            AppError::RequestTimeout => {
+                // The rest of the body is never read: the connection cannot be reused.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             AppError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -2,16 +2,21 @@
 //! the OpenAPI document by construction), and the middleware stack (request id,
 //! request span without the raw URI, body limit, timeout).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Extension, Router};
+use hyper::body::{Frame, SizeHint};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -125,8 +130,78 @@ pub fn router(state: AppState, options: RouterOptions) -> Router {
                     AppError::Unavailable
                 }))
                 .layer(tower::timeout::TimeoutLayer::new(options.request_timeout))
+                .layer(middleware::from_fn_with_state(
+                    options.request_timeout.mul_f64(BODY_DEADLINE_SHARE),
+                    body_deadline,
+                ))
                 .layer(DefaultBodyLimit::max(max_body)),
         )
+}
+
+/// Share of the request timeout a request body may take to arrive. A body still
+/// arriving then is answered 408 by the handler (a client that trickles its body is at
+/// fault: it must not get the 503 of the timeout layer, which means "server trouble").
+const BODY_DEADLINE_SHARE: f64 = 0.8;
+
+/// Put a deadline on reading the request body: past it, reading fails with
+/// [`BodyTimedOut`].
+async fn body_deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let sleep = Box::pin(tokio::time::sleep(limit));
+    next.run(request.map(|inner| Body::new(DeadlineBody { inner, sleep })))
+        .await
+}
+
+/// Reading the request body took longer than its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimedOut;
+
+impl BodyTimedOut {
+    /// Whether `error` or any error in its source chain is a [`BodyTimedOut`].
+    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if e.is::<BodyTimedOut>() {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
+struct DeadlineBody {
+    inner: Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The metrics-only router for a separate listener.

@@ -1,7 +1,7 @@
 //! `/v1/postbacks/{partner}`: a thin shell around [`crate::ingest`].
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::error::AppError;
-use super::AppState;
+use super::{AppState, BodyTimedOut};
 use crate::ingest::{Outcome, PostbackRequest};
 use crate::partners::{Method, PartnerId};
 use crate::quota::RateInfo;
@@ -48,22 +48,25 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 401, description = "unauthorized"),
         (status = 404, description = "unknown_partner"),
         (status = 405, description = "method_not_allowed"),
+        (status = 408, description = "request_timeout: the body did not arrive in time"),
         (status = 413, description = "payload_too_large"),
         (status = 429, description = "rate_limited"),
         (status = 503, description = "unavailable"),
     ))]
 async fn receive(
     State(state): State<AppState>,
-    Path(partner): Path<String>,
+    partner: Result<Path<String>, PathRejection>,
     method: HttpMethod,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let received_at = Utc::now();
-    let partner: PartnerId = match partner.parse() {
-        Ok(p) => p,
-        Err(_) => return AppError::UnknownPartner.into_response(),
+    // A segment that does not even decode (`%FF`) names no partner either: 404 in
+    // JSON, not axum's plain-text 400.
+    let partner: PartnerId = match partner.map(|Path(p)| p.parse()) {
+        Ok(Ok(p)) => p,
+        _ => return AppError::UnknownPartner.into_response(),
     };
     let method = match method {
         HttpMethod::GET => Method::Get,
@@ -83,6 +86,10 @@ async fn receive(
                 limit: state.max_body_bytes,
             }
             .into_response();
+        }
+        Err(rejection) if BodyTimedOut::caused(&rejection) => {
+            telemetry::postback_handled(partner.as_str(), "request_timeout");
+            return AppError::RequestTimeout.into_response();
         }
         Err(_) => {
             telemetry::postback_handled(partner.as_str(), "invalid");

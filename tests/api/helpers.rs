@@ -314,7 +314,19 @@ impl TestApp {
 
     /// Run a counting query (same SQL on both engines) against the test database.
     pub async fn count(&self, sql: &str) -> i64 {
-        match &self.db {
+        self.db.count(sql).await
+    }
+
+    /// One text column of the first row (`None` if no row or NULL).
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        self.db.text(sql).await
+    }
+}
+
+impl TestDb {
+    /// Run a counting query (same SQL on both engines) against this database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        match self {
             TestDb::Postgres { url, .. } => {
                 let mut conn = pg_connect(url).await.expect("connect");
                 sqlx::query(sql)
@@ -337,23 +349,37 @@ impl TestApp {
 
     /// One text column of the first row (`None` if no row or NULL).
     pub async fn text(&self, sql: &str) -> Option<String> {
-        match &self.db {
+        self.text_rows(sql)
+            .await
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+    }
+
+    /// Every row of a query whose columns are all text (cast them: `cast(id as text)`).
+    pub async fn text_rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        fn decode<R: Row>(rows: Vec<R>) -> Vec<Vec<Option<String>>>
+        where
+            for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            usize: sqlx::ColumnIndex<R>,
+        {
+            rows.iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.get::<Option<String>, _>(i))
+                        .collect()
+                })
+                .collect()
+        }
+        match self {
             TestDb::Postgres { url, .. } => {
                 let mut conn = pg_connect(url).await.expect("connect");
-                sqlx::query(sql)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .expect(sql)
-                    .and_then(|r| r.get::<Option<String>, _>(0))
+                decode(sqlx::query(sql).fetch_all(&mut conn).await.expect(sql))
             }
             TestDb::Sqlite { url, .. } => {
                 use sqlx::Connection;
                 let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
-                sqlx::query(sql)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .expect(sql)
-                    .and_then(|r| r.get::<Option<String>, _>(0))
+                decode(sqlx::query(sql).fetch_all(&mut conn).await.expect(sql))
             }
         }
     }
@@ -496,27 +522,168 @@ impl ServerProcess {
     }
 
     /// Send SIGTERM and wait for the exit; returns the exit status and all output.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    pub fn terminate(self) -> (std::process::ExitStatus, String) {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal (`TERM`, `KILL`, …) without waiting.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Wait (polling, with a deadline) for the process to exit; the status and all output.
+    /// Past the deadline the process is killed and the test fails.
+    pub fn wait_exit(mut self, deadline: Duration) -> (std::process::ExitStatus, String) {
+        let end = std::time::Instant::now() + deadline;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 break status;
             }
-            if std::time::Instant::now() > deadline {
+            if std::time::Instant::now() > end {
                 let _ = self.child.kill();
-                panic!("server did not exit within 30 s of SIGTERM");
+                panic!(
+                    "server did not exit within {deadline:?}; output:\n{}",
+                    self.output()
+                );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         };
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        let out = self.output.lock().unwrap().clone();
-        (status, out)
+        (status, self.output())
+    }
+
+    /// `kill -9`: no shutdown code runs. Returns once the process is gone.
+    pub fn kill9(self) -> String {
+        self.signal("KILL");
+        let (status, out) = self.wait_exit(Duration::from_secs(10));
+        assert!(!status.success(), "SIGKILL ends the process: {status}");
+        out
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Resident set size in KiB (`VmRSS` of /proc/<pid>/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+}
+
+/// `apps create --name NAME --tier TIER --json` through the CLI: (app id, API key).
+pub fn create_app_cli(database_url: &str, name: &str, tier: &str) -> (String, String) {
+    let out = run_cli(
+        database_url,
+        &["apps", "create", "--name", name, "--tier", tier, "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "apps create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).expect("apps create --json");
+    (
+        created["app_id"].as_str().expect("app_id").to_owned(),
+        created["api_key"].as_str().expect("api_key").to_owned(),
+    )
+}
+
+/// A TCP proxy the test controls, between the server and PostgreSQL: `cut` closes
+/// every proxied connection and refuses (or stalls) new ones until `restore`.
+pub struct TcpProxy {
+    pub port: u16,
+    state: Arc<tokio::sync::watch::Sender<ProxyState>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyState {
+    Forward,
+    /// New connections are accepted and closed at once.
+    Refuse,
+    /// New connections are accepted and never answered (a silent network).
+    Stall,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let (state, _) = tokio::sync::watch::channel(ProxyState::Forward);
+        let state = Arc::new(state);
+        let accept = tokio::spawn({
+            let state = state.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let mut changes = state.subscribe();
+                    let now = *changes.borrow_and_update();
+                    tokio::spawn(async move {
+                        match now {
+                            ProxyState::Refuse => drop(client),
+                            // Held open, unanswered, until the next cut or restore.
+                            ProxyState::Stall => {
+                                let _ = changes.changed().await;
+                            }
+                            ProxyState::Forward => {
+                                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await
+                                else {
+                                    return;
+                                };
+                                // Any state change ends the connection: a cut must
+                                // close it, and a restore happens only after a cut.
+                                tokio::select! {
+                                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                    _ = changes.changed() => {}
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            port,
+            state,
+            accept,
+        }
+    }
+
+    /// Close every proxied connection; new ones are handled as `mode` says.
+    pub fn cut(&self, mode: ProxyState) {
+        assert_ne!(mode, ProxyState::Forward);
+        self.state.send_replace(mode);
+    }
+
+    /// Forward new connections again.
+    pub fn restore(&self) {
+        self.state.send_replace(ProxyState::Forward);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.state.send_replace(ProxyState::Refuse);
     }
 }
 

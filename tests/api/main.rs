@@ -5,7 +5,9 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod crash;
 mod health;
+mod hostile;
 mod keys;
 mod outage;
 mod page;
@@ -13,3 +15,4 @@ mod partners;
 mod postbacks;
 mod quota;
 mod secrets;
+mod shutdown;
