@@ -1,7 +1,7 @@
 //! The read API under `/v1/apps…` (admin bearer token): apps, partner status and
 //! endpoints, users by segment, lookup by identifier, summaries.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::auth::Admin;
 use super::error::AppError;
+use super::extract::{Path, Query};
 use super::AppState;
 use crate::apps;
 use crate::domain::{AppId, ConnectionStatus};

@@ -34,6 +34,7 @@ use crate::telemetry;
 mod admin;
 mod auth;
 pub mod error;
+mod extract;
 mod health;
 mod postbacks;
 pub mod serve;

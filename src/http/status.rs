@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, NaiveDate, Utc};
@@ -14,6 +14,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::admin::{find_app, partner_overview, PartnerOut};
 use super::auth::PageLogin;
 use super::error::AppError;
+use super::extract::Path;
 use super::AppState;
 use crate::store::DailySourceCount;
 

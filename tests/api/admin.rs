@@ -84,6 +84,12 @@ async fn admin_routes_need_the_bearer_token_and_are_disabled_without_one(backend
     assert_error(resp, 404, "not_found", "unknown app").await;
     let resp = app.admin_get("/v1/apps/not-a-uuid/partners").await;
     assert_error(resp, 404, "not_found", "malformed app id").await;
+    let resp = app.admin_get("/v1/apps/%FF/partners").await;
+    assert_error(resp, 404, "not_found", "app id that is not UTF-8").await;
+    let resp = app
+        .admin_get(&format!("/v1/apps/{id}/users?source=a&source=b"))
+        .await;
+    assert_error(resp, 400, "bad_request", "a filter given twice").await;
     // Probes stay open.
     for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         let resp = app.client.get(app.url(open)).send().await.unwrap();
