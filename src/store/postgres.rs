@@ -195,23 +195,23 @@ async fn record_in(
     // First-touch attributions. The per-app lock keeps two concurrent batches (two
     // server processes) from both creating an attribution for the same new user.
     let installs: Vec<(usize, Uuid)> = recorded_installs(events, &outcomes);
-    let apps: BTreeSet<AppId> = installs.iter().map(|&(i, _)| events[i].app_id).collect();
-    for app in apps {
-        sqlx::query("select pg_advisory_xact_lock($1, $2)")
-            .bind(ATTRIBUTION_LOCK_SPACE)
-            .bind(app_lock_key(app))
-            .execute(&mut *conn)
-            .await?;
+    // Lock keys sorted and deduplicated, taken in that order by one statement.
+    let locks: BTreeSet<i32> = installs.iter().map(|&(i, _)| app_lock_key(events[i].app_id)).collect();
+    if !locks.is_empty() {
+        sqlx::query(
+            "select count(pg_advisory_xact_lock($1, k)) \
+             from (select k from unnest($2::int4[]) with ordinality as t(k, n) order by n) ordered",
+        )
+        .bind(ATTRIBUTION_LOCK_SPACE)
+        .bind(locks.into_iter().collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
     }
     let known = known_users(conn, events, &installs).await?;
     let new = first_touches(events, &installs, &known);
     insert_attributions(conn, events, &new).await?;
 
-    // One upsert per (app, partner), in key order.
-    let now = Utc::now();
-    for ((app, partner), tally) in tally_batch(events, &outcomes, counters) {
-        upsert_connection(conn, app, partner, &tally, now).await?;
-    }
+    upsert_connections(conn, tally_batch(events, &outcomes, counters), Utc::now()).await?;
     Ok(outcomes)
 }
 
@@ -505,22 +505,28 @@ async fn add_quota_usage(conn: &mut PgConnection, quota: &[QuotaUsage]) -> Resul
     Ok(())
 }
 
-async fn upsert_connection(
+/// All of the batch's counter changes in one statement, rows in key order (so
+/// concurrent batches lock them in one global order).
+async fn upsert_connections(
     conn: &mut PgConnection,
-    app: AppId,
-    partner: PartnerId,
-    tally: &ConnectionTally,
+    tallies: std::collections::BTreeMap<(AppId, PartnerId), ConnectionTally>,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let status = if tally.connects() {
-        "connected"
-    } else {
-        "not_connected"
-    };
+    if tallies.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = tallies.iter().collect();
+    let num = |f: fn(&ConnectionTally) -> i64| rows.iter().map(|(_, t)| f(t)).collect::<Vec<i64>>();
     sqlx::query(
         "insert into partner_connections as c (app_id, partner, status, last_success_at, \
              installs, events, organic_ignored, duplicates, rejected, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         select app_id, partner, status, last_success_at, installs, events, organic_ignored, \
+             duplicates, rejected, $10 \
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[], \
+             $6::int8[], $7::int8[], $8::int8[], $9::int8[]) with ordinality \
+           as t(app_id, partner, status, last_success_at, installs, events, organic_ignored, \
+             duplicates, rejected, n) \
+         order by n \
          on conflict (app_id, partner) do update set \
              status = case when excluded.status = 'connected' then 'connected' else c.status end, \
              last_success_at = greatest(c.last_success_at, excluded.last_success_at), \
@@ -531,15 +537,19 @@ async fn upsert_connection(
              rejected = c.rejected + excluded.rejected, \
              updated_at = excluded.updated_at",
     )
-    .bind(app.as_uuid())
-    .bind(partner.as_str())
-    .bind(status)
-    .bind(tally.last_install_at)
-    .bind(tally.installs)
-    .bind(tally.events)
-    .bind(tally.organic_ignored)
-    .bind(tally.duplicates)
-    .bind(tally.rejected)
+    .bind(rows.iter().map(|((app, _), _)| app.as_uuid()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, partner), _)| partner.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, t)| if t.connects() { "connected" } else { "not_connected" })
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, t)| t.last_install_at).collect::<Vec<_>>())
+    .bind(num(|t| t.installs))
+    .bind(num(|t| t.events))
+    .bind(num(|t| t.organic_ignored))
+    .bind(num(|t| t.duplicates))
+    .bind(num(|t| t.rejected))
     .bind(now)
     .execute(conn)
     .await?;
