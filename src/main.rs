@@ -9,6 +9,7 @@ use postback_gateway::telemetry;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging();
+    telemetry::install_panic_hook();
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {

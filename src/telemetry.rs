@@ -23,6 +23,23 @@ pub fn init_logging() {
     };
 }
 
+/// Log panics through tracing with their location only: a formatted panic message
+/// could carry request data (an API key in a URL, say); a literal message cannot.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&'static str>()
+            .copied()
+            .unwrap_or("(message withheld)");
+        tracing::error!(%location, message, "panic");
+    }));
+}
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Install the process-wide Prometheus recorder once and return its handle.

@@ -19,6 +19,7 @@ use axum::{BoxError, Extension, Router};
 use hyper::body::{Frame, SizeHint};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::Instrument;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -127,6 +128,14 @@ pub fn router(state: AppState, options: RouterOptions) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(observe))
+                // A bug must not take the connection down with it: answer 500 with
+                // our body, never the panic message (it could hold request data).
+                .layer(CatchPanicLayer::custom(
+                    |_panic: Box<dyn std::any::Any + Send>| {
+                        tracing::error!("a request handler panicked");
+                        AppError::Internal.into_response()
+                    },
+                ))
                 .layer(HandleErrorLayer::new(|_: BoxError| async {
                     AppError::Unavailable
                 }))

@@ -196,7 +196,10 @@ async fn record_in(
     // server processes) from both creating an attribution for the same new user.
     let installs: Vec<(usize, Uuid)> = recorded_installs(events, &outcomes);
     // Lock keys sorted and deduplicated, taken in that order by one statement.
-    let locks: BTreeSet<i32> = installs.iter().map(|&(i, _)| app_lock_key(events[i].app_id)).collect();
+    let locks: BTreeSet<i32> = installs
+        .iter()
+        .map(|&(i, _)| app_lock_key(events[i].app_id))
+        .collect();
     if !locks.is_empty() {
         sqlx::query(
             "select count(pg_advisory_xact_lock($1, k)) \
@@ -537,14 +540,32 @@ async fn upsert_connections(
              rejected = c.rejected + excluded.rejected, \
              updated_at = excluded.updated_at",
     )
-    .bind(rows.iter().map(|((app, _), _)| app.as_uuid()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((_, partner), _)| partner.as_str()).collect::<Vec<_>>())
     .bind(
         rows.iter()
-            .map(|(_, t)| if t.connects() { "connected" } else { "not_connected" })
+            .map(|((app, _), _)| app.as_uuid())
             .collect::<Vec<_>>(),
     )
-    .bind(rows.iter().map(|(_, t)| t.last_install_at).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|((_, partner), _)| partner.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, t)| {
+                if t.connects() {
+                    "connected"
+                } else {
+                    "not_connected"
+                }
+            })
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, t)| t.last_install_at)
+            .collect::<Vec<_>>(),
+    )
     .bind(num(|t| t.installs))
     .bind(num(|t| t.events))
     .bind(num(|t| t.organic_ignored))
