@@ -247,7 +247,7 @@ async fn insert_events(
         }
     }
     let ids: Vec<Uuid> = unique.iter().map(|_| Uuid::now_v7()).collect();
-    let col = |f: fn(&NewEvent) -> Option<String>| -> Vec<Option<String>> {
+    let col = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
         unique.iter().map(|&i| f(&events[i])).collect()
     };
     let inserted: Vec<Uuid> = sqlx::query_scalar(
@@ -288,20 +288,20 @@ async fn insert_events(
             .map(|&i| events[i].postback.kind.as_str())
             .collect::<Vec<_>>(),
     )
-    .bind(col(|e| e.postback.event_name.clone()))
-    .bind(col(|e| e.postback.segments.source.clone()))
-    .bind(col(|e| e.postback.segments.campaign.clone()))
-    .bind(col(|e| e.postback.segments.adgroup.clone()))
-    .bind(col(|e| e.postback.segments.ad.clone()))
-    .bind(col(|e| e.postback.ids.user_id.clone()))
-    .bind(col(|e| e.postback.ids.idfa.clone()))
-    .bind(col(|e| e.postback.ids.idfv.clone()))
-    .bind(col(|e| e.postback.ids.google_aid.clone()))
-    .bind(col(|e| e.postback.ids.android_id.clone()))
-    .bind(col(|e| e.postback.ids.partner_device_id.clone()))
-    .bind(col(|e| e.postback.ip.clone()))
-    .bind(col(|e| e.postback.user_agent.clone()))
-    .bind(col(|e| e.postback.partner_event_id.clone()))
+    .bind(col(|e| e.postback.event_name.as_deref()))
+    .bind(col(|e| e.postback.segments.source.as_deref()))
+    .bind(col(|e| e.postback.segments.campaign.as_deref()))
+    .bind(col(|e| e.postback.segments.adgroup.as_deref()))
+    .bind(col(|e| e.postback.segments.ad.as_deref()))
+    .bind(col(|e| e.postback.ids.user_id.as_deref()))
+    .bind(col(|e| e.postback.ids.idfa.as_deref()))
+    .bind(col(|e| e.postback.ids.idfv.as_deref()))
+    .bind(col(|e| e.postback.ids.google_aid.as_deref()))
+    .bind(col(|e| e.postback.ids.android_id.as_deref()))
+    .bind(col(|e| e.postback.ids.partner_device_id.as_deref()))
+    .bind(col(|e| e.postback.ip.as_deref()))
+    .bind(col(|e| e.postback.user_agent.as_deref()))
+    .bind(col(|e| e.postback.partner_event_id.as_deref()))
     .bind(
         unique
             .iter()
@@ -445,7 +445,7 @@ async fn insert_attributions(
     if new.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&NewEvent) -> Option<String>| -> Vec<Option<String>> {
+    let col = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
         new.iter().map(|&(i, _)| f(&events[i])).collect()
     };
     sqlx::query(
@@ -471,16 +471,16 @@ async fn insert_attributions(
             .map(|&(i, _)| events[i].partner.as_str())
             .collect::<Vec<_>>(),
     )
-    .bind(col(|e| e.postback.segments.source.clone()))
-    .bind(col(|e| e.postback.segments.campaign.clone()))
-    .bind(col(|e| e.postback.segments.adgroup.clone()))
-    .bind(col(|e| e.postback.segments.ad.clone()))
-    .bind(col(|e| e.postback.ids.user_id.clone()))
-    .bind(col(|e| e.postback.ids.idfa.clone()))
-    .bind(col(|e| e.postback.ids.idfv.clone()))
-    .bind(col(|e| e.postback.ids.google_aid.clone()))
-    .bind(col(|e| e.postback.ids.android_id.clone()))
-    .bind(col(|e| e.postback.ids.partner_device_id.clone()))
+    .bind(col(|e| e.postback.segments.source.as_deref()))
+    .bind(col(|e| e.postback.segments.campaign.as_deref()))
+    .bind(col(|e| e.postback.segments.adgroup.as_deref()))
+    .bind(col(|e| e.postback.segments.ad.as_deref()))
+    .bind(col(|e| e.postback.ids.user_id.as_deref()))
+    .bind(col(|e| e.postback.ids.idfa.as_deref()))
+    .bind(col(|e| e.postback.ids.idfv.as_deref()))
+    .bind(col(|e| e.postback.ids.google_aid.as_deref()))
+    .bind(col(|e| e.postback.ids.android_id.as_deref()))
+    .bind(col(|e| e.postback.ids.partner_device_id.as_deref()))
     .bind(
         new.iter()
             .map(|&(i, _)| events[i].received_at)
