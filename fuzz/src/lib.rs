@@ -134,9 +134,12 @@ pub fn normalize(data: &[u8]) {
     if let Some(t) = time {
         assert_time_in_range(t);
         assert_eq!(parse_time(&t.to_rfc3339()), Some(t), "RFC 3339 round trip");
+        // A leap second (`23:59:60`, which chrono accepts) is one more second in unix
+        // time: on 9999-12-31 that is year 10000, which is rightly absent.
         let ms = t.timestamp_millis();
         if ms > 100_000_000_000 {
-            let truncated = DateTime::from_timestamp_millis(ms);
+            let truncated =
+                DateTime::from_timestamp_millis(ms).filter(|t| (1970..=9999).contains(&t.year()));
             assert_eq!(parse_time(&ms.to_string()), truncated, "unix ms round trip");
         }
     }
