@@ -90,7 +90,11 @@ fn custom_data_user(custom_data: Option<&Value>) -> Option<(&'static str, String
     let map = match custom_data? {
         Value::Object(map) => map,
         Value::String(s) => {
-            parsed = serde_json::from_str::<Fields>(s).ok()?;
+            // Its escapes decode only here, after `sanitize` saw the delivery: a `\u0000`
+            // in the string is a NUL now, so clean the document the same way.
+            let mut map = serde_json::from_str::<Fields>(s).ok()?;
+            super::sanitize(&mut map);
+            parsed = map;
             &parsed
         }
         _ => return None,
@@ -447,6 +451,33 @@ mod tests {
         #[test]
         fn arbitrary_query_strings_never_panic(bytes in any::<Vec<u8>>()) {
             let _ = parse(&decode_form(&bytes));
+        }
+    }
+
+    /// Found by `fuzz/` (parse_appsflyer): `sanitize` runs on the delivery, but a
+    /// `\u0000` escape inside the `custom_data` string only became a NUL when the parser
+    /// decoded that string, so the stored user id carried a NUL (PostgreSQL rejects it).
+    /// `custom_data_nul.tmin` is `cargo fuzz tmin`'s output, the others the same by hand.
+    #[test]
+    fn fuzz_nul_escaped_inside_custom_data_never_reaches_the_user_id() {
+        const TMIN: &[u8] =
+            include_bytes!("../../tests/fixtures/fuzz/parse_appsflyer/custom_data_nul.tmin");
+        const QUERY: &str =
+            include_str!("../../tests/fixtures/fuzz/parse_appsflyer/custom_data_nul.query");
+        const JSON: &str =
+            include_str!("../../tests/fixtures/fuzz/parse_appsflyer/custom_data_nul.json");
+        for (name, mut fields) in [
+            ("tmin", decode_form(TMIN)),
+            ("query", query(QUERY)),
+            ("json", json(JSON)),
+        ] {
+            crate::partners::sanitize(&mut fields);
+            let user_id = accepted(parse(&fields))
+                .ids
+                .user_id
+                .expect("the user id from custom_data");
+            assert!(!user_id.contains('\0'), "{name}: {user_id:?}");
+            assert!(user_id.contains('\u{FFFD}'), "{name}: {user_id:?}");
         }
     }
 }
