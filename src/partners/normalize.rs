@@ -646,6 +646,20 @@ mod tests {
         assert_eq!(picker.value(&["s.aaid", "u.idfa", "u"]), None);
     }
 
+    /// From `fuzz/` (normalize, `fuzz/seeds/normalize/leap_second_9999`): chrono reads
+    /// `23:59:60` as a leap second and any run of whitespace between date and time. On
+    /// the last second of 9999 the time is kept (it is still 9999-12-31); as unix
+    /// milliseconds the same instant is in year 10000, so it is absent. No panic either way.
+    #[test]
+    fn fuzz_leap_second_at_the_end_of_9999() {
+        let t = parse_time("9999-12-31\t\t23:59:60").expect("a leap second in 9999");
+        assert_eq!(
+            (t.year(), t.timestamp_subsec_nanos()),
+            (9999, 1_000_000_000)
+        );
+        assert_eq!(parse_time(&t.timestamp_millis().to_string()), None);
+    }
+
     proptest! {
         #[test]
         fn cleaning_is_idempotent(raw in testing::arb_text()) {
