@@ -22,7 +22,8 @@ use postback_gateway::domain::AppId;
 use postback_gateway::store::postgres::{
     bind_list_users, bind_summary, list_users_sql, summary_sql, PgStore,
 };
-use postback_gateway::store::{Dimension, PoolConfig, Store, UserCursor, UserFilter};
+use postback_gateway::store::prelude::*;
+use postback_gateway::store::{Dimension, PoolConfig, UserCursor, UserFilter};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/pbg_bench";
 const DIMENSIONS: [Dimension; 4] = [

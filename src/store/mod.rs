@@ -1,17 +1,21 @@
 //! Storage: one object-safe [`Store`] trait of business operations, implemented once
 //! per backend. All SQL lives below this module; nothing above it knows a dialect.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{AppId, ConnectionStatus, EventKind, KeyHash, NewEvent, Tier};
+use crate::domain::{AppId, ConnectionStatus, KeyHash, NewEvent, Tier};
 use crate::partners::PartnerId;
 
+mod batch;
 pub mod postgres;
 pub mod sqlite;
+
+/// The store traits, for calling store operations on an `Arc<dyn Store>`.
+pub mod prelude {
+    pub use super::{AppStore, IngestStore, ReadStore, Store};
+}
 
 #[cfg(test)]
 mod conformance;
@@ -104,19 +108,9 @@ pub struct PartnerConnection {
     pub rejected: i64,
 }
 
+/// Apps and their API keys (`store/<backend>/apps.rs`).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    fn backend(&self) -> Backend;
-
-    /// Apply pending migrations of this backend's folder.
-    async fn migrate(&self) -> Result<(), StoreError>;
-
-    /// A cheap round trip, for `/readyz`.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Close the pool, waiting for checked-out connections to return.
-    async fn close(&self);
-
+pub trait AppStore: Send + Sync + 'static {
     async fn create_app(&self, app: &NewApp) -> Result<AppRecord, StoreError>;
 
     /// Create `app` only when no app exists yet, atomically; true when it was created.
@@ -143,7 +137,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keys that authenticate at `now` (no expiry, or expiry after `now`).
     async fn active_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyRecord>, StoreError>;
+}
 
+/// The write path: batches of deliveries and quota counts (`store/<backend>/ingest.rs`).
+#[async_trait]
+pub trait IngestStore: Send + Sync + 'static {
     /// In ONE transaction: insert each event unless its (app, partner, dedupe_key) was
     /// seen (also earlier in the same batch), create first-touch attributions for new
     /// users' installs, and update `partner_connections` (counters, status,
@@ -159,7 +157,11 @@ pub trait Store: Send + Sync + 'static {
     /// Requests counted per app in the quota window starting at `window_start`.
     async fn quota_usage(&self, window_start: DateTime<Utc>)
         -> Result<Vec<QuotaUsage>, StoreError>;
+}
 
+/// The read API and the status page (`store/<backend>/reads.rs`).
+#[async_trait]
+pub trait ReadStore: Send + Sync + 'static {
     /// The `partner_connections` rows of one app (partners never heard from are absent).
     async fn partner_connections(&self, app: AppId) -> Result<Vec<PartnerConnection>, StoreError>;
 
@@ -197,6 +199,22 @@ pub trait Store: Send + Sync + 'static {
         app: AppId,
         since: DateTime<Utc>,
     ) -> Result<Vec<DailySourceCount>, StoreError>;
+}
+
+/// A whole backend: every concern's operations plus its lifecycle. Held as
+/// `Arc<dyn Store>`; bring the concern traits into scope with `use crate::store::prelude::*`.
+#[async_trait]
+pub trait Store: AppStore + IngestStore + ReadStore + Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Apply pending migrations of this backend's folder.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Close the pool, waiting for checked-out connections to return.
+    async fn close(&self);
 }
 
 /// Filters of `GET /v1/apps/{app_id}/users`; `None` means "any".
@@ -336,122 +354,6 @@ pub(crate) fn is_connection_failure(e: &sqlx::Error) -> bool {
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Protocol(_)
     )
-}
-
-/// The order in which a batch's events are inserted: by (app, partner, dedupe_key),
-/// stable so copies keep their input order (the first copy is the one recorded).
-/// Concurrent batches then lock dedupe keys in one global order and cannot deadlock.
-pub(crate) fn insert_order(events: &[NewEvent]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..events.len()).collect();
-    let key = |i: usize| {
-        (
-            events[i].app_id,
-            events[i].partner,
-            events[i].dedupe_key.as_str(),
-        )
-    };
-    order.sort_by(|&a, &b| key(a).cmp(&key(b)));
-    order
-}
-
-/// The batch's recorded installs as (position in the batch, event id), in input order.
-pub(crate) fn recorded_installs(
-    events: &[NewEvent],
-    outcomes: &[RecordOutcome],
-) -> Vec<(usize, Uuid)> {
-    events
-        .iter()
-        .zip(outcomes)
-        .enumerate()
-        .filter_map(|(i, (event, outcome))| match outcome {
-            RecordOutcome::Recorded { event_id } if event.postback.kind == EventKind::Install => {
-                Some((i, *event_id))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// The installs that become attributions: those whose user is not `known` (an
-/// index into `installs`) and shares no identifier with an earlier install of the
-/// same app in this batch; first touch wins, in input order.
-pub(crate) fn first_touches(
-    events: &[NewEvent],
-    installs: &[(usize, Uuid)],
-    known: &std::collections::HashSet<usize>,
-) -> Vec<(usize, Uuid)> {
-    let mut claimed: std::collections::HashSet<(AppId, &'static str, &str)> = Default::default();
-    let mut new = Vec::new();
-    for (pos, &(i, event_id)) in installs.iter().enumerate() {
-        let event = &events[i];
-        let ids: Vec<(&'static str, &str)> = event
-            .postback
-            .ids
-            .pairs()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-        if known.contains(&pos)
-            || ids
-                .iter()
-                .any(|&(k, v)| claimed.contains(&(event.app_id, k, v)))
-        {
-            continue;
-        }
-        claimed.extend(ids.into_iter().map(|(k, v)| (event.app_id, k, v)));
-        new.push((i, event_id));
-    }
-    new
-}
-
-/// What one batch adds to one `partner_connections` row.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ConnectionTally {
-    pub installs: i64,
-    pub events: i64,
-    pub duplicates: i64,
-    pub organic_ignored: i64,
-    pub rejected: i64,
-    /// received_at of the newest recorded install: the new last_success_at.
-    pub last_install_at: Option<DateTime<Utc>>,
-}
-
-impl ConnectionTally {
-    /// A recorded install connects the partner; nothing else changes the status.
-    pub fn connects(&self) -> bool {
-        self.installs > 0
-    }
-
-    pub fn is_noop(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-/// Fold a batch's outcomes (in input order) and counter deltas into one tally per
-/// (app, partner), sorted so that upserts lock rows in one global order.
-pub(crate) fn tally_batch(
-    events: &[NewEvent],
-    outcomes: &[RecordOutcome],
-    counters: &[CounterDelta],
-) -> BTreeMap<(AppId, PartnerId), ConnectionTally> {
-    let mut tallies: BTreeMap<(AppId, PartnerId), ConnectionTally> = BTreeMap::new();
-    for (event, outcome) in events.iter().zip(outcomes) {
-        let tally = tallies.entry((event.app_id, event.partner)).or_default();
-        match (outcome, event.postback.kind) {
-            (RecordOutcome::Duplicate { .. }, _) => tally.duplicates += 1,
-            (RecordOutcome::Recorded { .. }, EventKind::Event) => tally.events += 1,
-            (RecordOutcome::Recorded { .. }, EventKind::Install) => {
-                tally.installs += 1;
-                tally.last_install_at = tally.last_install_at.max(Some(event.received_at));
-            }
-        }
-    }
-    for delta in counters {
-        let tally = tallies.entry((delta.app_id, delta.partner)).or_default();
-        tally.organic_ignored += delta.organic_ignored;
-        tally.rejected += delta.rejected;
-    }
-    tallies.retain(|_, tally| !tally.is_noop());
-    tallies
 }
 
 impl RecordOutcome {

@@ -1,0 +1,204 @@
+//! PostgreSQL: apps and their API keys.
+
+use super::*;
+
+async fn insert_app(conn: &mut PgConnection, app: &NewApp) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into apps (id, name, tier, created_at) values ($1, $2, $3, $4)")
+        .bind(app.id.as_uuid())
+        .bind(&app.name)
+        .bind(app.tier.as_str())
+        .bind(app.created_at)
+        .execute(&mut *conn)
+        .await?;
+    insert_key(conn, app.id, &app.key_hash, &app.key_prefix, app.created_at).await
+}
+
+async fn insert_key(
+    conn: &mut PgConnection,
+    app: AppId,
+    hash: &KeyHash,
+    prefix: &str,
+    created_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into api_keys (id, app_id, key_hash, prefix, created_at, expires_at) \
+         values ($1, $2, $3, $4, $5, null)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(app.as_uuid())
+    .bind(hash.to_hex())
+    .bind(prefix)
+    .bind(created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn new_app_record(app: &NewApp) -> AppRecord {
+    AppRecord {
+        id: app.id,
+        name: app.name.clone(),
+        tier: app.tier,
+        created_at: app.created_at,
+        key_prefixes: vec![app.key_prefix.clone()],
+    }
+}
+
+impl PgStore {
+    /// Apps (all, or the one `only`), each with the prefixes of its keys active now.
+    async fn apps(&self, only: Option<AppId>) -> Result<Vec<AppRecord>, sqlx::Error> {
+        let only = only.map(|id| id.as_uuid());
+        let rows = sqlx::query(
+            "select id, name, tier, created_at from apps \
+             where $1::uuid is null or id = $1 order by created_at, id",
+        )
+        .bind(only)
+        .fetch_all(&self.pool)
+        .await?;
+        let keys = sqlx::query(
+            "select app_id, prefix from api_keys \
+             where ($1::uuid is null or app_id = $1) and (expires_at is null or expires_at > $2) \
+             order by created_at desc, id desc",
+        )
+        .bind(only)
+        .bind(Utc::now())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut prefixes: HashMap<AppId, Vec<String>> = HashMap::new();
+        for key in &keys {
+            prefixes
+                .entry(app_id_col(key, "app_id")?)
+                .or_default()
+                .push(key.try_get("prefix")?);
+        }
+        rows.iter()
+            .map(|row| {
+                let id = app_id_col(row, "id")?;
+                Ok(AppRecord {
+                    id,
+                    name: row.try_get("name")?,
+                    tier: tier_col(row, "tier")?,
+                    created_at: row.try_get("created_at")?,
+                    key_prefixes: prefixes.remove(&id).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl AppStore for PgStore {
+    async fn create_app(&self, app: &NewApp) -> Result<AppRecord, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        insert_app(&mut tx, app).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(new_app_record(app))
+    }
+
+    async fn create_app_if_none(&self, app: &NewApp) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Blocks other inserts into apps (and other starting servers) until commit,
+        // but not readers or the foreign-key checks of recorded events.
+        sqlx::query("lock table apps in share row exclusive mode")
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let any: bool = sqlx::query_scalar("select exists (select 1 from apps)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if any {
+            tx.rollback().await.map_err(store_error)?;
+            return Ok(false);
+        }
+        insert_app(&mut tx, app).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(true)
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.apps(None).await.map_err(store_error)
+    }
+
+    async fn get_app(&self, id: AppId) -> Result<Option<AppRecord>, StoreError> {
+        Ok(self
+            .apps(Some(id))
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .next())
+    }
+
+    async fn rotate_key(
+        &self,
+        app: AppId,
+        new_hash: KeyHash,
+        new_prefix: &str,
+        now: DateTime<Utc>,
+        old_keys_expire_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Serialises rotations of one app; "no key update" does not block the
+        // foreign-key checks of events being recorded meanwhile.
+        let exists = sqlx::query("select id from apps where id = $1 for no key update")
+            .bind(app.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "update api_keys set expires_at = least(expires_at, $3) \
+             where app_id = $1 and (expires_at is null or expires_at > $2)",
+        )
+        .bind(app.as_uuid())
+        .bind(now)
+        .bind(old_keys_expire_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        insert_key(&mut tx, app, &new_hash, new_prefix, now)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn set_tier(&self, app: AppId, tier: Tier) -> Result<(), StoreError> {
+        let done = sqlx::query("update apps set tier = $2 where id = $1")
+            .bind(app.as_uuid())
+            .bind(tier.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn active_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "select k.key_hash, k.app_id, a.tier, k.expires_at \
+             from api_keys k join apps a on a.id = k.app_id \
+             where k.expires_at is null or k.expires_at > $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let hash: String = row.try_get("key_hash")?;
+                Ok(KeyRecord {
+                    hash: KeyHash::from_hex(&hash).ok_or_else(|| decode_error("key hash", "…"))?,
+                    app_id: app_id_col(row, "app_id")?,
+                    tier: tier_col(row, "tier")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+}
