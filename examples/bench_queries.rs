@@ -329,7 +329,10 @@ async fn run(
         Shape::Summary { by, since, .. } => {
             store.summary(app, *by, Some(*since), None).await?.len()
         }
-        Shape::Daily { since, .. } => store.daily_installs_by_source(app, *since).await?.len(),
+        Shape::Daily { since, .. } => store
+            .daily_installs_by_source(app, since.date_naive(), 8)
+            .await?
+            .len(),
     })
 }
 

@@ -16,7 +16,7 @@ use super::auth::PageLogin;
 use super::error::AppError;
 use super::extract::Path;
 use super::AppState;
-use crate::store::DailySourceCount;
+use crate::store::{ChartSource, DailySourceCount};
 
 const CHART_DAYS: i64 = 30;
 /// Sources drawn with their own colour; the rest are grouped as "other".
@@ -47,11 +47,11 @@ async fn attribution_page(
     let app = find_app(&state, &app_id).await?;
     let partners = partner_overview(&state, &app).await?;
     let today = Utc::now().date_naive();
-    let since = (today - Duration::days(CHART_DAYS - 1))
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc();
-    let daily = state.store.daily_installs_by_source(app.id, since).await?;
+    let since = today - Duration::days(CHART_DAYS - 1);
+    let daily = state
+        .store
+        .daily_installs_by_source(app.id, since, CHART_SOURCES as u32)
+        .await?;
     let key_prefix = app.key_prefixes.first().cloned().unwrap_or_default();
     let page = render(&app.name, &key_prefix, &partners, &daily, today);
     Ok((
@@ -152,25 +152,32 @@ struct Bar {
 
 /// A stacked bar per day, one colour per top source.
 fn chart(daily: &[DailySourceCount], today: NaiveDate) -> Markup {
-    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
-    for d in daily {
-        *totals.entry(source_label(d)).or_default() += d.installs;
+    // The store already kept the top sources by name and summed the rest as Other.
+    let mut totals: BTreeMap<&ChartSource, i64> = BTreeMap::new();
+    for d in daily.iter().filter(|d| d.source != ChartSource::Other) {
+        *totals.entry(&d.source).or_default() += d.installs;
     }
-    let mut ranked: Vec<(String, i64)> = totals.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut ranked: Vec<(&ChartSource, i64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let top: Vec<String> = ranked
         .iter()
         .take(CHART_SOURCES)
-        .map(|(s, _)| s.clone())
+        .map(|(s, _)| source_label(s))
         .collect();
-    let series_of = |s: &str| top.iter().position(|t| t == s).unwrap_or(CHART_SOURCES);
+    let series_of = |s: &ChartSource| {
+        ranked
+            .iter()
+            .take(CHART_SOURCES)
+            .position(|(t, _)| *t == s)
+            .unwrap_or(CHART_SOURCES)
+    };
 
     let first_day = today - Duration::days(CHART_DAYS - 1);
     let mut grid = vec![[0i64; CHART_SOURCES + 1]; CHART_DAYS as usize];
     for d in daily {
         let idx = (d.day - first_day).num_days();
         if (0..CHART_DAYS).contains(&idx) {
-            grid[idx as usize][series_of(&source_label(d))] += d.installs;
+            grid[idx as usize][series_of(&d.source)] += d.installs;
         }
     }
     let max = grid
@@ -196,7 +203,7 @@ fn chart(daily: &[DailySourceCount], today: NaiveDate) -> Markup {
             });
         }
     }
-    let has_other = ranked.len() > CHART_SOURCES;
+    let has_other = daily.iter().any(|d| d.source == ChartSource::Other);
     html! {
         svg.chart viewBox=(format!("0 0 {width} {}", height + 16.0)) role="img" data-chart="installs-by-source" {
             title { "Attributed installs per day by source" }
@@ -224,8 +231,12 @@ fn chart(daily: &[DailySourceCount], today: NaiveDate) -> Markup {
     }
 }
 
-fn source_label(d: &DailySourceCount) -> String {
-    d.source.clone().unwrap_or_else(|| "(no source)".to_owned())
+fn source_label(source: &ChartSource) -> String {
+    match source {
+        ChartSource::Source(s) => s.clone(),
+        ChartSource::NoSource => "(no source)".to_owned(),
+        ChartSource::Other => "other".to_owned(),
+    }
 }
 
 const STYLE: &str = r#"

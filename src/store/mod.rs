@@ -193,11 +193,15 @@ pub trait ReadStore: Send + Sync + 'static {
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<SummaryRow>, StoreError>;
 
-    /// Attributions per UTC day and source since `since`, for the status page chart.
+    /// Attributions per UTC day and source from the day `since` on, for the status
+    /// page chart: the `top_sources` sources with the most installs over the whole
+    /// range by name, every other source summed as [`ChartSource::Other`]. Sorted by
+    /// day, then source. Served from the `attribution_days` rollup.
     async fn daily_installs_by_source(
         &self,
         app: AppId,
-        since: DateTime<Utc>,
+        since: chrono::NaiveDate,
+        top_sources: u32,
     ) -> Result<Vec<DailySourceCount>, StoreError>;
 }
 
@@ -267,6 +271,22 @@ impl IdentifierKind {
         IdentifierKind::PartnerDeviceId,
     ];
 
+    /// `value` in the letter case it is stored in (partners.md §1): IDFA and IDFV
+    /// upper case, Google advertising ids lower case, everything else as sent.
+    pub fn canonical(self, value: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            IdentifierKind::Idfa | IdentifierKind::Idfv
+                if value.bytes().any(|b| b.is_ascii_lowercase()) =>
+            {
+                value.to_ascii_uppercase().into()
+            }
+            IdentifierKind::GoogleAid if value.bytes().any(|b| b.is_ascii_uppercase()) => {
+                value.to_ascii_lowercase().into()
+            }
+            _ => value.into(),
+        }
+    }
+
     /// The column (and query parameter) name.
     pub fn column(self) -> &'static str {
         match self {
@@ -321,8 +341,45 @@ pub struct SummaryRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DailySourceCount {
     pub day: chrono::NaiveDate,
-    pub source: Option<String>,
+    pub source: ChartSource,
     pub installs: i64,
+}
+
+/// A series of the chart; variants sort in the order the legend shows them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChartSource {
+    Source(String),
+    /// Attributions without a source.
+    NoSource,
+    /// Every source outside the top ones, summed.
+    Other,
+}
+
+impl ChartSource {
+    /// From the rollup's columns: `source` ('' for none) and whether it is a top one.
+    pub(crate) fn from_rollup(source: Option<String>, top: bool) -> Self {
+        match source {
+            Some(s) if top && !s.is_empty() => ChartSource::Source(s),
+            Some(_) if top => ChartSource::NoSource,
+            _ => ChartSource::Other,
+        }
+    }
+}
+
+/// The text of the chart query, the same on both engines but for `collate`.
+pub(crate) fn daily_by_source_sql(collate_c: bool) -> String {
+    let collate = if collate_c { " collate \"C\"" } else { "" };
+    format!(
+        "with days as ( \
+             select day, source, sum(installs) as installs from attribution_days \
+             where app_id = $1 and day >= $2 group by day, source having sum(installs) > 0), \
+         top as ( \
+             select source from days group by source \
+             order by sum(installs) desc, source{collate} limit $3) \
+         select day, case when source in (select source from top) then source end as source, \
+             source in (select source from top) as top, cast(sum(installs) as bigint) as installs \
+         from days group by 1, 2, 3"
+    )
 }
 
 /// Connection pool settings shared by both backends.

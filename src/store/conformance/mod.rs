@@ -17,9 +17,9 @@ use uuid::Uuid;
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
-    AppRecord, AttributionRecord, CounterDelta, DailySourceCount, Dimension, IdentifierKind,
-    NewApp, PartnerConnection, PoolConfig, RecordOutcome, Store, StoreError, SummaryRow,
-    UserCursor, UserFilter,
+    AppRecord, AttributionRecord, ChartSource, CounterDelta, DailySourceCount, Dimension,
+    IdentifierKind, NewApp, PartnerConnection, PoolConfig, RecordOutcome, Store, StoreError,
+    SummaryRow, UserCursor, UserFilter,
 };
 use crate::domain::{
     ApiKey, AppId, ConnectionStatus, EventKind, Identifiers, KeyHash, NewEvent, Postback, Segments,
@@ -60,6 +60,7 @@ macro_rules! conformance {
 
 mod apps;
 mod ingest;
+mod migrations;
 mod reads;
 
 async fn run_on_sqlite(check: Check) {
@@ -268,6 +269,15 @@ impl Probe {
 }
 
 impl Probe {
+    /// Runs SQL statements behind the store's back (a migration run again, say).
+    async fn run_script(&self, sql: &str) {
+        match self {
+            Probe::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Probe::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+        .expect("run script");
+    }
+
     /// Deletes one attribution behind the store's back (an operator's cleanup).
     async fn delete_attribution(&self, id: Uuid) {
         const SQL: &str = "delete from attributions where id = $1";

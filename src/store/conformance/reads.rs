@@ -35,7 +35,8 @@ fn install(
         dedupe_key: key.into(),
         ids: Identifiers {
             user_id: Some(format!("user-{key}")),
-            idfa: Some(format!("IDFA-{key}")),
+            // Stored in canonical case (upper), as the parsers hand it over.
+            idfa: Some(format!("IDFA-{}", key.to_ascii_uppercase())),
             ..Identifiers::default()
         },
         received_at: at,
@@ -240,7 +241,7 @@ async fn list_users_filters_on_each_dimension_and_partner_by_exact_match(
     assert_eq!(listed[0].partner, Tune);
     assert_eq!(listed[0].segments, segments("Net", "C1", "G1", "D2"));
     assert_eq!(listed[0].ids.user_id.as_deref(), Some("user-r2"));
-    assert_eq!(listed[0].ids.idfa.as_deref(), Some("IDFA-r2"));
+    assert_eq!(listed[0].ids.idfa.as_deref(), Some("IDFA-R2"));
     assert_eq!(listed[0].attributed_at, at(2));
     assert!(store
         .list_users(
@@ -435,10 +436,20 @@ async fn lookup_user_by_each_identifier_kind(store: &dyn Store, _: &Probe) {
                 .unwrap_or_else(|| panic!("{kind:?} {value} found"));
             assert_eq!(found.event_id, event, "{kind:?} {value}");
             assert_eq!(found.ids, all_ids(tag));
-            // Exact match only: other case, a prefix, or another app finds nothing.
-            for miss in [value.to_uppercase(), value.to_lowercase()] {
-                if miss != value {
-                    assert_eq!(store.lookup_user(app, kind, &miss).await.unwrap(), None);
+            // Advertising ids match in any case (partners.md §1); every other
+            // identifier exactly. A prefix, or another app, finds nothing.
+            let ignores_case = matches!(
+                kind,
+                IdentifierKind::Idfa | IdentifierKind::Idfv | IdentifierKind::GoogleAid
+            );
+            for other_case in [value.to_uppercase(), value.to_lowercase()] {
+                if other_case != value {
+                    let found = store.lookup_user(app, kind, &other_case).await.unwrap();
+                    assert_eq!(
+                        found.map(|a| a.event_id),
+                        ignores_case.then_some(event),
+                        "{kind:?} {other_case}"
+                    );
                 }
             }
             let prefix = &value[..value.len() - 1];
@@ -496,7 +507,7 @@ async fn lookup_user_with_a_shared_identifier_returns_the_earliest(
             app,
             dedupe_key: key.into(),
             kind: EventKind::Event,
-            ids: idfa("IDFA-u"),
+            ids: idfa("IDFA-U"),
             ..Default::default()
         })
     };
@@ -513,7 +524,7 @@ async fn lookup_user_with_a_shared_identifier_returns_the_earliest(
         let value = if kind == IdentifierKind::UserId {
             "user-u"
         } else {
-            "IDFA-u"
+            "IDFA-U"
         };
         let found = store
             .lookup_user(app, kind, value)
@@ -712,34 +723,43 @@ async fn daily_installs_by_source_counts_per_utc_day(store: &dyn Store, _: &Prob
     )
     .await;
 
-    let count = |d: u32, s: Option<&str>, installs: i64| DailySourceCount {
-        day: chrono::NaiveDate::from_ymd_opt(2024, 5, d).unwrap(),
-        source: s.map(Into::into),
+    let may = |d: u32| chrono::NaiveDate::from_ymd_opt(2024, 5, d).unwrap();
+    let count = |d: u32, s: ChartSource, installs: i64| DailySourceCount {
+        day: may(d),
+        source: s,
         installs,
     };
-    assert_eq!(
+    let named = |s: &str| ChartSource::Source(s.to_owned());
+    let daily = |since: u32, top: u32| async move {
         store
-            .daily_installs_by_source(app, day(2))
+            .daily_installs_by_source(app, may(since), top)
             .await
-            .expect("daily counts"),
+            .expect("daily counts")
+    };
+    assert_eq!(
+        daily(2, 8).await,
         vec![
-            count(2, Some("net-a"), 1),
-            count(2, Some("net-b"), 2),
-            count(2, None, 1),
-            count(3, Some("net-b"), 1),
-            count(4, Some("net-a"), 2),
+            count(2, named("net-a"), 1),
+            count(2, named("net-b"), 2),
+            count(2, ChartSource::NoSource, 1),
+            count(3, named("net-b"), 1),
+            count(4, named("net-a"), 2),
         ]
     );
     assert_eq!(
-        store
-            .daily_installs_by_source(app, day(3))
-            .await
-            .expect("daily counts"),
-        vec![count(3, Some("net-b"), 1), count(4, Some("net-a"), 2)]
+        daily(3, 8).await,
+        vec![count(3, named("net-b"), 1), count(4, named("net-a"), 2)]
     );
-    assert!(store
-        .daily_installs_by_source(app, day(5))
-        .await
-        .expect("daily counts")
-        .is_empty());
+    assert!(daily(5, 8).await.is_empty());
+    // From May 2 on: net-b 3, net-a 3 (ties by name), no source 1. The top one is
+    // net-a; the rest is summed per day as Other.
+    assert_eq!(
+        daily(2, 1).await,
+        vec![
+            count(2, named("net-a"), 1),
+            count(2, ChartSource::Other, 3),
+            count(3, ChartSource::Other, 1),
+            count(4, named("net-a"), 2),
+        ]
+    );
 }

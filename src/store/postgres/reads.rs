@@ -206,7 +206,7 @@ impl ReadStore for PgStore {
         );
         let row = sqlx::query(&sql)
             .bind(app.as_uuid())
-            .bind(value)
+            .bind(kind.canonical(value).as_ref())
             .fetch_optional(&self.pool)
             .await
             .map_err(store_error)?;
@@ -242,28 +242,28 @@ impl ReadStore for PgStore {
     async fn daily_installs_by_source(
         &self,
         app: AppId,
-        since: DateTime<Utc>,
+        since: chrono::NaiveDate,
+        top_sources: u32,
     ) -> Result<Vec<DailySourceCount>, StoreError> {
-        let rows = sqlx::query(
-            "select (attributed_at at time zone 'UTC')::date as day, source, \
-                 count(*) as installs \
-             from attributions where app_id = $1 and attributed_at >= $2 \
-             group by 1, 2 order by 1, source collate \"C\" nulls last",
-        )
-        .bind(app.as_uuid())
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        rows.iter()
+        let rows = sqlx::query(&crate::store::daily_by_source_sql(true))
+            .bind(app.as_uuid())
+            .bind(since)
+            .bind(i64::from(top_sources))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let mut counts = rows
+            .iter()
             .map(|row| {
                 Ok(DailySourceCount {
                     day: row.try_get("day")?,
-                    source: row.try_get("source")?,
+                    source: ChartSource::from_rollup(row.try_get("source")?, row.try_get("top")?),
                     installs: row.try_get("installs")?,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(store_error)
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(store_error)?;
+        counts.sort_by(|a, b| (a.day, &a.source).cmp(&(b.day, &b.source)));
+        Ok(counts)
     }
 }

@@ -141,7 +141,7 @@ impl ReadStore for SqliteStore {
         );
         let row = sqlx::query(&sql)
             .bind(uuid_text(app.as_uuid()))
-            .bind(value)
+            .bind(kind.canonical(value).as_ref())
             .fetch_optional(&self.readers)
             .await
             .map_err(store_error)?;
@@ -195,30 +195,30 @@ impl ReadStore for SqliteStore {
     async fn daily_installs_by_source(
         &self,
         app: AppId,
-        since: DateTime<Utc>,
+        since: NaiveDate,
+        top_sources: u32,
     ) -> Result<Vec<DailySourceCount>, StoreError> {
-        // The stored text starts with the UTC date.
-        let rows = sqlx::query(
-            "select substr(attributed_at, 1, 10) as day, source, count(*) as installs \
-             from attributions where app_id = $1 and attributed_at >= $2 \
-             group by 1, 2 order by 1, source nulls last",
-        )
-        .bind(uuid_text(app.as_uuid()))
-        .bind(time_text(since))
-        .fetch_all(&self.readers)
-        .await
-        .map_err(store_error)?;
-        rows.iter()
+        let rows = sqlx::query(&crate::store::daily_by_source_sql(false))
+            .bind(uuid_text(app.as_uuid()))
+            .bind(since.format("%Y-%m-%d").to_string())
+            .bind(i64::from(top_sources))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        let mut counts = rows
+            .iter()
             .map(|row| {
                 let day: String = row.try_get("day")?;
                 Ok(DailySourceCount {
                     day: NaiveDate::parse_from_str(&day, "%Y-%m-%d")
                         .map_err(|_| decode_error("day", &day))?,
-                    source: row.try_get("source")?,
+                    source: ChartSource::from_rollup(row.try_get("source")?, row.try_get("top")?),
                     installs: row.try_get("installs")?,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(store_error)
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(store_error)?;
+        counts.sort_by(|a, b| (a.day, &a.source).cmp(&(b.day, &b.source)));
+        Ok(counts)
     }
 }
