@@ -326,9 +326,11 @@ async fn run(
                 .await?
                 .len()
         }
-        Shape::Summary { by, since, .. } => {
-            store.summary(app, *by, Some(*since), None).await?.len()
-        }
+        Shape::Summary { by, since, .. } => store
+            .summary(app, *by, Some(*since), None, 100)
+            .await?
+            .rows
+            .len(),
         Shape::Daily { since, .. } => store
             .daily_installs_by_source(app, since.date_naive(), 8)
             .await?
@@ -357,7 +359,7 @@ async fn explain(
                 "explain (analyze, buffers) {}",
                 summary_sql(*by, true, false)
             );
-            let query = bind_summary(sqlx::query(&sql), app, Some(*since), None);
+            let query = bind_summary(sqlx::query(&sql), app, Some(*since), None, 100);
             (name, plan_lines(query.fetch_all(pool).await?)?)
         }
         Shape::Daily { .. } => return Ok(()),

@@ -245,16 +245,7 @@ async fn users(
     Query(q): Query<UsersQuery>,
 ) -> Result<Json<UsersOut>, AppError> {
     let app = find_app(&state, &app_id).await?;
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_PAGE,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                AppError::BadRequest(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
-            })?,
-    };
+    let limit = parse_limit(q.limit)?;
     let partner = match non_empty(q.partner) {
         None => None,
         Some(p) => Some(
@@ -352,6 +343,8 @@ pub struct SummaryQuery {
     since: Option<String>,
     /// Exclusive end: RFC 3339 time or YYYY-MM-DD (UTC midnight).
     until: Option<String>,
+    /// How many values to list, 1–1000 (default 100); the rest are summed in `other`.
+    limit: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -366,7 +359,10 @@ pub struct SummaryOut {
     by: &'static str,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
+    /// Installs over every value, listed or not.
     total: i64,
+    /// Installs of the values beyond `limit`.
+    other: i64,
     rows: Vec<SummaryRowOut>,
 }
 
@@ -395,13 +391,16 @@ async fn summary(
             return Err(AppError::BadRequest("since must be before until".into()));
         }
     }
-    let rows = state.store.summary(app.id, by, since, until).await?;
+    let limit = parse_limit(q.limit)?;
+    let page = state.store.summary(app.id, by, since, until, limit).await?;
     Ok(Json(SummaryOut {
         by: by.column(),
         since,
         until,
-        total: rows.iter().map(|r| r.installs).sum(),
-        rows: rows
+        total: page.total,
+        other: page.other(),
+        rows: page
+            .rows
             .into_iter()
             .map(|r| SummaryRowOut {
                 value: r.value,
@@ -409,6 +408,20 @@ async fn summary(
             })
             .collect(),
     }))
+}
+
+/// `limit` of the users and summary routes: 1–1000, default 100.
+fn parse_limit(limit: Option<String>) -> Result<u32, AppError> {
+    match limit.as_deref() {
+        None | Some("") => Ok(DEFAULT_PAGE),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                AppError::BadRequest(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+            }),
+    }
 }
 
 /// The app named in the path, or 404 (also for ids that are not UUIDs).

@@ -184,14 +184,16 @@ pub trait ReadStore: Send + Sync + 'static {
     ) -> Result<Option<AttributionRecord>, StoreError>;
 
     /// Attributions counted per value of one dimension (absent values as `None`),
-    /// attributed_at in [since, until), most installs first then by value.
+    /// attributed_at in [since, until), most installs first then by value: the
+    /// first `limit` values, and the total over all of them.
     async fn summary(
         &self,
         app: AppId,
         by: Dimension,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
-    ) -> Result<Vec<SummaryRow>, StoreError>;
+        limit: u32,
+    ) -> Result<SummaryPage, StoreError>;
 
     /// Attributions per UTC day and source from the day `since` on, for the status
     /// page chart: the `top_sources` sources with the most installs over the whole
@@ -330,6 +332,73 @@ impl Dimension {
         .into_iter()
         .find(|d| d.column() == s)
     }
+}
+
+/// The top values of a summary and the total over every value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SummaryPage {
+    pub rows: Vec<SummaryRow>,
+    pub total: i64,
+}
+
+impl SummaryPage {
+    /// Installs of the values left out by the limit.
+    pub fn other(&self) -> i64 {
+        self.total - self.rows.iter().map(|r| r.installs).sum::<i64>()
+    }
+}
+
+/// The text of `summary`, the same on both engines but for `collate`. Binds, in
+/// order: the app, `since` when `with_since`, `until` when `with_until`, the limit.
+/// Absent bounds leave their condition out rather than binding a null, so a
+/// reused (generic) plan still has a range to put on an index. The database keeps
+/// the top values; the window sum counts every group before the limit applies.
+pub(crate) fn summary_sql(
+    by: Dimension,
+    with_since: bool,
+    with_until: bool,
+    collate_c: bool,
+) -> String {
+    use std::fmt::Write as _;
+    let column = by.column();
+    let collate = if collate_c { " collate \"C\"" } else { "" };
+    let mut sql = format!(
+        "select value, installs, cast(sum(installs) over () as bigint) as total from ( \
+         select {column} as value, count(*) as installs from attributions where app_id = $1"
+    );
+    let mut n = 1;
+    if with_since {
+        n += 1;
+        let _ = write!(sql, " and attributed_at >= ${n}");
+    }
+    if with_until {
+        n += 1;
+        let _ = write!(sql, " and attributed_at < ${n}");
+    }
+    let _ = write!(
+        sql,
+        " group by {column}) g order by installs desc, value{collate} nulls last limit ${}",
+        n + 1
+    );
+    sql
+}
+
+/// Rows of a [`summary_sql`] text: the page and its total (0 when there are none).
+pub(crate) fn summary_page<R: sqlx::Row>(rows: &[R]) -> Result<SummaryPage, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut page = SummaryPage::default();
+    for row in rows {
+        page.total = row.try_get("total")?;
+        page.rows.push(SummaryRow {
+            value: row.try_get("value")?,
+            installs: row.try_get("installs")?,
+        });
+    }
+    Ok(page)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

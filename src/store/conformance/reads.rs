@@ -676,11 +676,31 @@ async fn summary_counts_by_each_dimension_within_bounds(store: &dyn Store, _: &P
     ];
     for (by, since, until, expected) in cases {
         let (since, until) = (since.map(at), until.map(at));
+        let page = store
+            .summary(app, by, since, until, 100)
+            .await
+            .expect("summary");
         assert_eq!(
-            store.summary(app, by, since, until).await.expect("summary"),
-            expected,
+            page.rows, expected,
             "{by:?} since {since:?} until {until:?}"
         );
+        assert_eq!(page.total, expected.iter().map(|r| r.installs).sum::<i64>());
+        assert_eq!(page.other(), 0);
+    }
+    // The database keeps the top values; the rest is only counted.
+    let all = store
+        .summary(app, Dimension::Ad, None, None, 100)
+        .await
+        .expect("summary");
+    for limit in 1..=all.rows.len() as u32 {
+        let page = store
+            .summary(app, Dimension::Ad, None, None, limit)
+            .await
+            .expect("summary");
+        assert_eq!(page.rows[..], all.rows[..limit as usize], "limit {limit}");
+        assert_eq!(page.total, all.total, "limit {limit}");
+        let left_out: i64 = all.rows[limit as usize..].iter().map(|r| r.installs).sum();
+        assert_eq!(page.other(), left_out, "limit {limit}");
     }
 }
 

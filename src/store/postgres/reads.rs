@@ -71,32 +71,11 @@ pub fn bind_list_users<'q>(
     query.bind(i64::from(limit))
 }
 
-/// The text of `summary`. Binds, in order: the app, `since` when `with_since`,
-/// `until` when `with_until`; see [`bind_summary`]. Absent bounds leave their
-/// condition out rather than binding a null, so a reused (generic) plan still
-/// has a range to put on an index.
-///
-/// Values sort by their bytes (collation "C") on every server, as on SQLite.
+/// The text `summary` runs (see [`crate::store::summary_sql`]); values sort by their
+/// bytes (collation "C") on every server, as on SQLite.
 #[doc(hidden)]
 pub fn summary_sql(by: Dimension, with_since: bool, with_until: bool) -> String {
-    let column = by.column();
-    let mut sql = format!(
-        "select {column} as value, count(*) as installs from attributions where app_id = $1"
-    );
-    let mut n = 1;
-    if with_since {
-        n += 1;
-        let _ = write!(sql, " and attributed_at >= ${n}");
-    }
-    if with_until {
-        n += 1;
-        let _ = write!(sql, " and attributed_at < ${n}");
-    }
-    let _ = write!(
-        sql,
-        " group by {column} order by installs desc, {column} collate \"C\" nulls last"
-    );
-    sql
+    crate::store::summary_sql(by, with_since, with_until, true)
 }
 
 /// Binds the values of a [`summary_sql`] text, in its order.
@@ -106,12 +85,13 @@ pub fn bind_summary<'q>(
     app: AppId,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
+    limit: u32,
 ) -> Query<'q, Postgres, PgArguments> {
     let mut query = query.bind(app.as_uuid());
     for bound in [since, until].into_iter().flatten() {
         query = query.bind(bound);
     }
-    query
+    query.bind(i64::from(limit))
 }
 
 /// A row selected with [`ATTRIBUTION_COLUMNS`].
@@ -222,21 +202,14 @@ impl ReadStore for PgStore {
         by: Dimension,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
-    ) -> Result<Vec<SummaryRow>, StoreError> {
+        limit: u32,
+    ) -> Result<SummaryPage, StoreError> {
         let sql = summary_sql(by, since.is_some(), until.is_some());
-        let rows = bind_summary(sqlx::query(&sql), app, since, until)
+        let rows = bind_summary(sqlx::query(&sql), app, since, until, limit)
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(SummaryRow {
-                    value: row.try_get("value")?,
-                    installs: row.try_get("installs")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(store_error)
+        summary_page(&rows).map_err(store_error)
     }
 
     async fn daily_installs_by_source(

@@ -157,39 +157,20 @@ impl ReadStore for SqliteStore {
         by: Dimension,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
-    ) -> Result<Vec<SummaryRow>, StoreError> {
-        let column = by.column();
-        let mut sql = format!(
-            "select {column} as value, count(*) as installs from attributions where app_id = $1"
-        );
-        let mut n = 1;
-        if since.is_some() {
-            n += 1;
-            let _ = write!(sql, " and attributed_at >= ${n}");
-        }
-        if until.is_some() {
-            n += 1;
-            let _ = write!(sql, " and attributed_at < ${n}");
-        }
+        limit: u32,
+    ) -> Result<SummaryPage, StoreError> {
         // Text compares by its bytes (BINARY), as the "C" collation on PostgreSQL.
-        let _ = write!(
-            sql,
-            " group by {column} order by installs desc, {column} nulls last"
-        );
+        let sql = summary_sql(by, since.is_some(), until.is_some(), false);
         let mut query = sqlx::query(&sql).bind(uuid_text(app.as_uuid()));
         for bound in [since, until].into_iter().flatten() {
             query = query.bind(time_text(bound));
         }
-        let rows = query.fetch_all(&self.readers).await.map_err(store_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(SummaryRow {
-                    value: row.try_get("value")?,
-                    installs: row.try_get("installs")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(store_error)
+        let rows = query
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        summary_page(&rows).map_err(store_error)
     }
 
     async fn daily_installs_by_source(
