@@ -86,7 +86,15 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
             let app = App::build(config).await?;
             let shutdown = shutdown_signal();
             if let Some(created) = &app.created_default_app {
-                println!("{}", apps::describe_new_app(created, app.base_url()));
+                println!("{}", apps::describe_new_app(created, app.printout()));
+                if let Err(e) = apps::mark_shown(app.store().as_ref(), created).await {
+                    tracing::warn!(error = %crate::error_chain(&e), "could not record that the key was shown");
+                }
+            }
+            for never_shown in &app.keys_never_shown {
+                let message = apps::describe_key_never_shown(never_shown);
+                eprintln!("warning: {message}");
+                tracing::warn!("{message}");
             }
             tracing::info!(address = %app.address(), "listening");
             Ok(app.run(shutdown).await?)
@@ -111,14 +119,14 @@ async fn run_apps(
     store: &dyn crate::store::Store,
     config: &Config,
 ) -> Result<(), StartError> {
-    let base_url = config.public_base_url(config.listen_addr);
+    let printout = apps::Printout::new(config, config.listen_addr);
     match cmd {
         AppsCommand::Create { name, tier, json } => {
             let created = apps::create_app(store, &name, tier).await?;
             if json {
-                println!("{}", created_json(&created, &base_url));
+                println!("{}", created_json(&created, &printout));
             } else {
-                println!("{}", apps::describe_new_app(&created, &base_url));
+                println!("{}", apps::describe_new_app(&created, &printout));
             }
         }
         AppsCommand::List { json } => {
@@ -127,23 +135,19 @@ async fn run_apps(
                 let apps: Vec<_> = list
                     .iter()
                     .map(|a| {
+                        let keys: Vec<_> = a
+                            .keys
+                            .iter()
+                            .map(|k| json!({"prefix": k.prefix, "expires_at": k.expires_at, "shown": k.shown}))
+                            .collect();
                         json!({"app_id": a.id, "name": a.name, "tier": a.tier,
-                               "key_prefixes": a.key_prefixes, "created_at": a.created_at})
+                               "key_prefixes": a.key_prefixes, "keys": keys,
+                               "created_at": a.created_at})
                     })
                     .collect();
                 println!("{}", json!({ "apps": apps }));
             } else {
-                println!("{:<38} {:<12} {:<24} NAME", "APP ID", "TIER", "KEY PREFIX");
-                for a in list {
-                    let prefix = a.key_prefixes.first().map_or("-", String::as_str);
-                    println!(
-                        "{:<38} {:<12} {:<24} {}",
-                        a.id,
-                        a.tier,
-                        format!("{prefix}…"),
-                        a.name
-                    );
-                }
+                print!("{}", apps::describe_app_list(&list));
             }
         }
         AppsCommand::RotateKey {
@@ -155,11 +159,14 @@ async fn run_apps(
             if json {
                 println!(
                     "{}",
-                    json!({"app_id": app_id, "api_key": key.expose(), "old_key_grace_hours": grace_hours})
+                    json!({"app_id": app_id, "api_key": key.expose(), "old_key_grace_hours": grace_hours,
+                           "endpoints": apps::endpoints(&printout.base_url, Some(&key))})
                 );
             } else {
-                println!("new API key for {app_id}: {}", key.expose());
-                println!("  (shown once; the previous key keeps working for {grace_hours} h)");
+                println!(
+                    "{}",
+                    apps::describe_rotated_key(app_id, &key, grace_hours, &printout)
+                );
             }
         }
         AppsCommand::SetTier { app_id, tier } => {
@@ -170,12 +177,13 @@ async fn run_apps(
     Ok(())
 }
 
-fn created_json(created: &CreatedApp, base_url: &str) -> serde_json::Value {
+fn created_json(created: &CreatedApp, printout: &apps::Printout) -> serde_json::Value {
     json!({
         "app_id": created.app.id,
         "name": created.app.name,
         "tier": created.app.tier,
         "api_key": created.api_key.expose(),
-        "endpoints": apps::endpoints(base_url, Some(&created.api_key)),
+        "endpoints": apps::endpoints(&printout.base_url, Some(&created.api_key)),
+        "quota_per_hour": (created.app.tier == Tier::Standard).then_some(printout.standard_quota),
     })
 }

@@ -137,6 +137,47 @@ pub enum DatabaseKind {
     Sqlite(String),
 }
 
+impl DatabaseKind {
+    /// What error messages may show of the database: a PostgreSQL URL without its
+    /// password, or a SQLite URL (a path, no secret).
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseKind::Postgres(url) => redact_password(url),
+            DatabaseKind::Sqlite(url) => url.clone(),
+        }
+    }
+}
+
+/// `scheme://user:secret@host…` → `scheme://user:***@host…`; also a `password=`
+/// query parameter. Anything else is returned as it is.
+fn redact_password(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = out[authority_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| authority_start + i);
+        if let Some(at) = out[authority_start..authority_end].rfind('@') {
+            let userinfo = &out[authority_start..authority_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(authority_start + colon + 1..authority_start + at, "***");
+            }
+        }
+    }
+    if let Some(query_start) = out.find('?') {
+        let (head, query) = out.split_at(query_start + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
 impl Config {
     /// Defaults, then the process environment.
     pub fn load() -> Result<Self, ConfigError> {
@@ -243,6 +284,36 @@ impl Config {
 mod tests {
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn database_urls_are_shown_without_their_password() {
+        let cases = [
+            (
+                "postgres://app:s3cret@db:5432/pbg",
+                "postgres://app:***@db:5432/pbg",
+            ),
+            (
+                "postgres://app:p%40ss@db/pbg?sslmode=require",
+                "postgres://app:***@db/pbg?sslmode=require",
+            ),
+            (
+                "postgres://app@db/pbg?password=s3cret&x=1",
+                "postgres://app@db/pbg?password=***&x=1",
+            ),
+            ("postgresql://db/pbg", "postgresql://db/pbg"),
+            (
+                "postgres://a:b@h1:5432,h2:5432/pbg",
+                "postgres://a:***@h1:5432,h2:5432/pbg",
+            ),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(
+                DatabaseKind::Postgres(url.into()).redacted(),
+                shown,
+                "{url}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_select_embedded_sqlite_on_localhost_8080() {

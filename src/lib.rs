@@ -30,31 +30,65 @@ use apps::CreatedApp;
 use config::{Config, DatabaseKind};
 use store::{postgres::PgStore, sqlite::SqliteStore, Store, StoreError};
 
+/// Why a command could not run. Each variant names what it was doing and keeps its
+/// cause as `source()`, so that [`error_chain`] can print every step down to the
+/// OS error; messages never hold a password (database URLs are shown redacted).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("database: {0}")]
+    /// Opening or migrating the database failed.
+    #[error("cannot open the database {target}")]
+    Open {
+        /// The database URL without its password, or the SQLite file's path.
+        target: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("database")]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Apps(#[from] apps::AppsError),
-    #[error("server: {0}")]
+    #[error("server")]
     Serve(#[from] std::io::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
 }
 
+/// `error` and its causes, outermost first, joined with ": ". A cause whose text
+/// its parent already printed (some errors repeat their source) is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
+}
+
 /// Open the configured database and apply pending migrations.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    let store: Arc<dyn Store> = match config.database_kind()? {
-        DatabaseKind::Postgres(url) => Arc::new(PgStore::connect(&url, &config.pool()).await?),
-        DatabaseKind::Sqlite(url) => Arc::new(SqliteStore::open(&url, &config.pool()).await?),
-    };
-    store.migrate().await?;
-    Ok(store)
+    let kind = config.database_kind()?;
+    let target = kind.redacted();
+    let opened: Result<Arc<dyn Store>, StoreError> = async {
+        let store: Arc<dyn Store> = match &kind {
+            DatabaseKind::Postgres(url) => Arc::new(PgStore::connect(url, &config.pool()).await?),
+            DatabaseKind::Sqlite(url) => Arc::new(SqliteStore::open(url, &config.pool()).await?),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+    .await;
+    opened.map_err(|source| StartError::Open { target, source })
 }
 
 /// A built server: database open and migrated, sockets bound, not yet serving.
@@ -68,9 +102,11 @@ pub struct App {
     background: CancellationToken,
     shutdown_timeout: Duration,
     header_read_timeout: Duration,
-    base_url: String,
+    printout: apps::Printout,
     /// The `default` app, when this start created it on an empty database.
     pub created_default_app: Option<CreatedApp>,
+    /// Apps whose key an earlier start created but never printed.
+    pub keys_never_shown: Vec<store::AppRecord>,
 }
 
 impl App {
@@ -85,8 +121,8 @@ impl App {
         config: Config,
         store: Arc<dyn Store>,
     ) -> Result<Self, StartError> {
-        let created_default_app = apps::create_default_app(store.as_ref()).await?;
-
+        // Bind first: a start that cannot listen must not create the default app,
+        // whose key would then be shown to nobody.
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -101,6 +137,8 @@ impl App {
             addr: config.listen_addr,
             source,
         })?;
+        let keys_never_shown = apps::keys_never_shown(store.as_ref()).await?;
+        let created_default_app = apps::create_default_app(store.as_ref()).await?;
 
         let background = CancellationToken::new();
         let keys = Arc::new(keys::KeyCache::new(store.clone()));
@@ -156,8 +194,9 @@ impl App {
             background,
             shutdown_timeout: Duration::from_millis(config.http.shutdown_timeout_ms),
             header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
-            base_url: config.public_base_url(address),
+            printout: apps::Printout::new(&config, address),
             created_default_app,
+            keys_never_shown,
         })
     }
 
@@ -169,7 +208,12 @@ impl App {
 
     /// Base of every endpoint URL (PUBLIC_BASE_URL, or http://<bound address>).
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        &self.printout.base_url
+    }
+
+    /// How endpoint URLs are printed for this server.
+    pub fn printout(&self) -> &apps::Printout {
+        &self.printout
     }
 
     pub fn store(&self) -> Arc<dyn Store> {

@@ -13,14 +13,14 @@ async fn main() -> std::process::ExitCode {
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", postback_gateway::error_chain(&e));
             return std::process::ExitCode::from(2);
         }
     };
     match cli::run(cli, config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", postback_gateway::error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }

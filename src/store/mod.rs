@@ -38,6 +38,13 @@ pub enum StoreError {
     Other(#[source] sqlx::Error),
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite file's folder is missing and cannot be created.
+    #[error("cannot create the folder {}", path.display())]
+    Folder {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A new app with its first key (only the key's hash and display prefix).
@@ -49,6 +56,8 @@ pub struct NewApp {
     pub key_hash: KeyHash,
     pub key_prefix: String,
     pub created_at: DateTime<Utc>,
+    /// False for a key not printed yet (the first start prints it right after).
+    pub key_shown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +68,17 @@ pub struct AppRecord {
     pub created_at: DateTime<Utc>,
     /// Display prefixes of the keys that still work, newest first.
     pub key_prefixes: Vec<String>,
+    /// The same keys with their expiry (set during a rotation's grace period).
+    pub keys: Vec<KeySummary>,
+}
+
+/// A working key as listings show it: never the key, only its display prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySummary {
+    pub prefix: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// False when the key was created but never shown to anyone (see `NewApp`).
+    pub shown: bool,
 }
 
 /// A key that currently authenticates, as cached in memory by the server.
@@ -131,6 +151,9 @@ pub trait AppStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         old_keys_expire_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// Record that the key with this hash was shown to its owner.
+    async fn mark_key_shown(&self, hash: KeyHash) -> Result<(), StoreError>;
 
     /// `NotFound` for an unknown app.
     async fn set_tier(&self, app: AppId, tier: Tier) -> Result<(), StoreError>;

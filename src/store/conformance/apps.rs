@@ -3,6 +3,7 @@
 use super::*;
 
 conformance!(
+    a_key_is_unshown_until_marked_and_listings_show_grace_expiry,
     migrations_are_idempotent,
     ping_answers,
     apps_are_created_listed_and_fetched_with_tier_and_key_prefix,
@@ -45,6 +46,11 @@ async fn apps_are_created_listed_and_fetched_with_tier_and_key_prefix(
         tier: Tier::Standard,
         created_at: t0(),
         key_prefixes: vec![older.key_prefix.clone()],
+        keys: vec![KeySummary {
+            prefix: older.key_prefix.clone(),
+            expires_at: None,
+            shown: true,
+        }],
     };
     assert_eq!(
         older_record, expected_older,
@@ -271,4 +277,55 @@ async fn concurrent_create_app_if_none_creates_one_app(store: &dyn Store, _: &Pr
         "exactly one start creates"
     );
     assert_eq!(store.list_apps().await.expect("list apps").len(), 1);
+}
+
+async fn a_key_is_unshown_until_marked_and_listings_show_grace_expiry(
+    store: &dyn Store,
+    _: &Probe,
+) {
+    let key = ApiKey::generate();
+    let new = NewApp {
+        key_shown: false,
+        key_hash: key.hash(),
+        key_prefix: key.display_prefix(),
+        ..sample_app("first-start", Tier::Standard, t0())
+    };
+    assert!(store.create_app_if_none(&new).await.expect("create"));
+    let shown = |app: Option<AppRecord>| -> Vec<bool> {
+        app.expect("app").keys.iter().map(|k| k.shown).collect()
+    };
+    assert_eq!(shown(store.get_app(new.id).await.unwrap()), vec![false]);
+    store.mark_key_shown(key.hash()).await.expect("mark shown");
+    assert_eq!(shown(store.get_app(new.id).await.unwrap()), vec![true]);
+
+    let now = now_micros();
+    let grace_end = now + secs(3600);
+    let rotated = ApiKey::generate();
+    store
+        .rotate_key(
+            new.id,
+            rotated.hash(),
+            &rotated.display_prefix(),
+            now,
+            grace_end,
+        )
+        .await
+        .expect("rotate");
+    let keys = store.get_app(new.id).await.unwrap().expect("app").keys;
+    assert_eq!(
+        keys,
+        vec![
+            KeySummary {
+                prefix: rotated.display_prefix(),
+                expires_at: None,
+                shown: true
+            },
+            KeySummary {
+                prefix: key.display_prefix(),
+                expires_at: Some(grace_end),
+                shown: true
+            },
+        ],
+        "newest first; the old key with the end of its grace period"
+    );
 }

@@ -18,8 +18,8 @@ use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
     AppRecord, AttributionRecord, ChartSource, CounterDelta, DailySourceCount, Dimension,
-    IdentifierKind, NewApp, PartnerConnection, PoolConfig, RecordOutcome, Store, StoreError,
-    SummaryRow, UserCursor, UserFilter,
+    IdentifierKind, KeySummary, NewApp, PartnerConnection, PoolConfig, RecordOutcome, Store,
+    StoreError, SummaryRow, UserCursor, UserFilter,
 };
 use crate::domain::{
     ApiKey, AppId, ConnectionStatus, EventKind, Identifiers, KeyHash, NewEvent, Postback, Segments,
@@ -381,6 +381,7 @@ fn sample_app(name: &str, tier: Tier, created_at: DateTime<Utc>) -> NewApp {
         key_hash: key.hash(),
         key_prefix: key.display_prefix(),
         created_at,
+        key_shown: true,
     }
 }
 

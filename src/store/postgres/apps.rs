@@ -10,7 +10,15 @@ async fn insert_app(conn: &mut PgConnection, app: &NewApp) -> Result<(), sqlx::E
         .bind(app.created_at)
         .execute(&mut *conn)
         .await?;
-    insert_key(conn, app.id, &app.key_hash, &app.key_prefix, app.created_at).await
+    insert_key(
+        conn,
+        app.id,
+        &app.key_hash,
+        &app.key_prefix,
+        app.created_at,
+        app.key_shown,
+    )
+    .await
 }
 
 async fn insert_key(
@@ -19,16 +27,18 @@ async fn insert_key(
     hash: &KeyHash,
     prefix: &str,
     created_at: DateTime<Utc>,
+    shown: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into api_keys (id, app_id, key_hash, prefix, created_at, expires_at) \
-         values ($1, $2, $3, $4, $5, null)",
+        "insert into api_keys (id, app_id, key_hash, prefix, created_at, expires_at, shown) \
+         values ($1, $2, $3, $4, $5, null, $6)",
     )
     .bind(Uuid::now_v7())
     .bind(app.as_uuid())
     .bind(hash.to_hex())
     .bind(prefix)
     .bind(created_at)
+    .bind(shown)
     .execute(conn)
     .await?;
     Ok(())
@@ -41,6 +51,11 @@ fn new_app_record(app: &NewApp) -> AppRecord {
         tier: app.tier,
         created_at: app.created_at,
         key_prefixes: vec![app.key_prefix.clone()],
+        keys: vec![KeySummary {
+            prefix: app.key_prefix.clone(),
+            expires_at: None,
+            shown: app.key_shown,
+        }],
     }
 }
 
@@ -56,7 +71,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         let keys = sqlx::query(
-            "select app_id, prefix from api_keys \
+            "select app_id, prefix, expires_at, shown from api_keys \
              where ($1::uuid is null or app_id = $1) and (expires_at is null or expires_at > $2) \
              order by created_at desc, id desc",
         )
@@ -64,12 +79,16 @@ impl PgStore {
         .bind(Utc::now())
         .fetch_all(&self.pool)
         .await?;
-        let mut prefixes: HashMap<AppId, Vec<String>> = HashMap::new();
+        let mut summaries: HashMap<AppId, Vec<KeySummary>> = HashMap::new();
         for key in &keys {
-            prefixes
+            summaries
                 .entry(app_id_col(key, "app_id")?)
                 .or_default()
-                .push(key.try_get("prefix")?);
+                .push(KeySummary {
+                    prefix: key.try_get("prefix")?,
+                    expires_at: key.try_get("expires_at")?,
+                    shown: key.try_get("shown")?,
+                });
         }
         rows.iter()
             .map(|row| {
@@ -79,7 +98,14 @@ impl PgStore {
                     name: row.try_get("name")?,
                     tier: tier_col(row, "tier")?,
                     created_at: row.try_get("created_at")?,
-                    key_prefixes: prefixes.remove(&id).unwrap_or_default(),
+                    key_prefixes: Vec::new(),
+                    keys: summaries.remove(&id).unwrap_or_default(),
+                })
+            })
+            .map(|record: Result<AppRecord, sqlx::Error>| {
+                record.map(|mut r| {
+                    r.key_prefixes = r.keys.iter().map(|k| k.prefix.clone()).collect();
+                    r
                 })
             })
             .collect()
@@ -158,10 +184,19 @@ impl AppStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-        insert_key(&mut tx, app, &new_hash, new_prefix, now)
+        insert_key(&mut tx, app, &new_hash, new_prefix, now, true)
             .await
             .map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn mark_key_shown(&self, hash: KeyHash) -> Result<(), StoreError> {
+        sqlx::query("update api_keys set shown = true where key_hash = $1")
+            .bind(hash.to_hex())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 

@@ -42,12 +42,24 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(store_error)?
             .options([("plan_cache_mode", "force_custom_plan")]);
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(pool.max_connections.max(1))
             .acquire_timeout(pool.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(store_error)?;
+        {
+            Ok(pool) => pool,
+            // The pool retries until its deadline and then reports only that; one
+            // plain connection attempt tells why (refused, unknown host, bad password).
+            Err(sqlx::Error::PoolTimedOut) => {
+                use sqlx::ConnectOptions;
+                return Err(store_error(match options.connect().await {
+                    Ok(_) => sqlx::Error::PoolTimedOut,
+                    Err(cause) => cause,
+                }));
+            }
+            Err(e) => return Err(store_error(e)),
+        };
         Ok(Self { pool })
     }
 }

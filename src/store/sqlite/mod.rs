@@ -61,7 +61,10 @@ impl SqliteStore {
         if !in_memory {
             if let Some(folder) = options.get_filename().parent() {
                 if !folder.as_os_str().is_empty() {
-                    std::fs::create_dir_all(folder).map_err(|e| store_error(sqlx::Error::Io(e)))?;
+                    std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
+                        path: folder.to_owned(),
+                        source,
+                    })?;
                 }
             }
         }
