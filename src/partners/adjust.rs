@@ -4,7 +4,7 @@
 //! `tracker_name` is `Organic`. No unique id: deduped by payload hash.
 
 use super::normalize::{clean, event_kind, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Query string to paste into Adjust's callback URL: each key carries the placeholder of
@@ -31,12 +31,8 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&user_agent={user_agent}",
 );
 
-/// What the registry needs to know about Adjust.
-pub const PARTNER: Partner = Partner {
-    id: "adjust",
-    name: "Adjust",
-    get: Some(InputFormat::Query),
-    post: None,
+/// The parser side of Adjust (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: Some(QUERY_TEMPLATE),
     parse,

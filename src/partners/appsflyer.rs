@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::normalize::{event_kind, text, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Query string for a GET postback, in `{key}` macro style. AppsFlyer documents no macro
@@ -36,12 +36,8 @@ pub const QUERY_TEMPLATE: &str = concat!(
 /// Keys inside `custom_data` that carry the Braze user, in priority order.
 const CUSTOM_DATA_USER_KEYS: &[&str] = &["brazeCustomerId", "brazeDeviceId", "customData"];
 
-/// What the registry needs to know about AppsFlyer.
-pub const PARTNER: Partner = Partner {
-    id: "appsflyer",
-    name: "AppsFlyer",
-    get: Some(InputFormat::Query),
-    post: Some(InputFormat::JsonBody),
+/// The parser side of AppsFlyer (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: Some(QUERY_TEMPLATE),
     parse,

@@ -4,15 +4,11 @@
 //! Dedupe id: the top-level `id` (string or number), kept as `partner_event_id`.
 
 use super::normalize::{event_kind, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
-/// What the registry needs to know about Branch.
-pub const PARTNER: Partner = Partner {
-    id: "branch",
-    name: "Branch",
-    get: None,
-    post: Some(InputFormat::JsonBody),
+/// The parser side of Branch (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: None,
     parse,

@@ -4,18 +4,14 @@
 //! those too). No unique id: deduped by payload hash.
 
 use super::normalize::{event_kind, is_marker, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Kochava's placeholder for a site id the network did not pass.
 const NO_SITE_ID: &str = "none-provided";
 
-/// What the registry needs to know about Kochava.
-pub const PARTNER: Partner = Partner {
-    id: "kochava",
-    name: "Kochava",
-    get: None,
-    post: Some(InputFormat::JsonBody),
+/// The parser side of Kochava (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: None,
     parse,

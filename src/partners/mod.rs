@@ -1,14 +1,12 @@
-//! The partner registry: one closed enum, how each partner sends its fields, and the
-//! dispatch to one pure parser per partner (`partners/<partner>.rs`).
+//! The dispatch to one pure parser per partner (`partners/<partner>.rs`), and decoding.
 //! Parsers see decoded [`Fields`] and return a [`Verdict`]; no I/O, no clock, no HTTP.
-
-use std::fmt;
-use std::str::FromStr;
+//! The partner ids and their method table are domain types, re-exported here.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::Postback;
+pub use crate::domain::{InputFormat, Method, PartnerId, UnknownPartner};
 
 pub mod normalize;
 
@@ -24,36 +22,6 @@ pub type Fields = Map<String, Value>;
 
 /// The field that may carry the API key inside a payload; never stored.
 pub const API_KEY_FIELD: &str = "api_key";
-
-/// Every partner we accept postbacks from. Its string is the URL segment, the file
-/// name of its parser and the value stored in the `partner` columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PartnerId {
-    Kochava,
-    Tune,
-    Appsflyer,
-    Adjust,
-    Singular,
-    Branch,
-}
-
-/// The HTTP methods a postback can arrive with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Post,
-}
-
-/// Where a partner's fields travel for a given method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputFormat {
-    /// The URL query string, decoded as a form.
-    Query,
-    /// A form-encoded POST body (plus the query string).
-    FormBody,
-    /// A POST body holding one JSON object.
-    JsonBody,
-}
 
 /// What a parser decided about one delivery (partners.md §1, "Outcome").
 #[derive(Debug, Clone, PartialEq)]
@@ -78,22 +46,10 @@ pub enum Invalid {
     TooLong { field: &'static str, key: String },
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("unknown partner")]
-pub struct UnknownPartner;
-
-/// Everything the server needs to know about one partner. Each partner file declares
-/// its own `pub const PARTNER`; adding a partner is that file, a [`PartnerId`]
-/// variant and one arm in [`PartnerId::spec`].
-pub struct Partner {
-    /// URL segment, stored value and file name.
-    pub id: &'static str,
-    /// Human name for pages and printouts.
-    pub name: &'static str,
-    /// How fields travel in a GET; `None` answers 405.
-    pub get: Option<InputFormat>,
-    /// How fields travel in a POST; `None` answers 405.
-    pub post: Option<InputFormat>,
+/// What the registry needs to know about one partner's parser. Each partner file
+/// declares its own `pub const PARSER`; the partner's id, name and methods are in the
+/// method table of [`PartnerId`] (`domain/partner_id.rs`).
+pub struct Parser {
     /// Fields that change between retries of one delivery and so stay out of its hash.
     pub volatile_fields: &'static [&'static str],
     /// For GET partners: the query string to paste into the partner's dashboard, each
@@ -103,84 +59,29 @@ pub struct Partner {
     pub parse: fn(&Fields) -> Verdict,
 }
 
+/// The parser side of a partner; its id, name and methods are in `domain`.
 impl PartnerId {
-    pub const ALL: [PartnerId; 6] = [
-        PartnerId::Kochava,
-        PartnerId::Tune,
-        PartnerId::Appsflyer,
-        PartnerId::Adjust,
-        PartnerId::Singular,
-        PartnerId::Branch,
-    ];
-
-    pub fn spec(self) -> &'static Partner {
+    fn parser(self) -> &'static Parser {
         match self {
-            PartnerId::Kochava => &kochava::PARTNER,
-            PartnerId::Tune => &tune::PARTNER,
-            PartnerId::Appsflyer => &appsflyer::PARTNER,
-            PartnerId::Adjust => &adjust::PARTNER,
-            PartnerId::Singular => &singular::PARTNER,
-            PartnerId::Branch => &branch::PARTNER,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.spec().id
-    }
-
-    pub fn display_name(self) -> &'static str {
-        self.spec().name
-    }
-
-    /// How this partner sends its fields with `method`; `None` means 405.
-    pub fn input(self, method: Method) -> Option<InputFormat> {
-        match method {
-            Method::Get => self.spec().get,
-            Method::Post => self.spec().post,
-        }
-    }
-
-    /// Methods accepted, for the `Allow` header of a 405.
-    pub fn allowed_methods(self) -> &'static str {
-        match (self.spec().get, self.spec().post) {
-            (Some(_), Some(_)) => "GET, POST",
-            (Some(_), None) => "GET",
-            _ => "POST",
+            PartnerId::Kochava => &kochava::PARSER,
+            PartnerId::Tune => &tune::PARSER,
+            PartnerId::Appsflyer => &appsflyer::PARSER,
+            PartnerId::Adjust => &adjust::PARSER,
+            PartnerId::Singular => &singular::PARSER,
+            PartnerId::Branch => &branch::PARSER,
         }
     }
 
     pub fn volatile_fields(self) -> &'static [&'static str] {
-        self.spec().volatile_fields
+        self.parser().volatile_fields
     }
 
     pub fn query_template(self) -> Option<&'static str> {
-        self.spec().query_template
+        self.parser().query_template
     }
 
     pub fn parse(self, fields: &Fields) -> Verdict {
-        (self.spec().parse)(fields)
-    }
-}
-
-impl fmt::Display for PartnerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl serde::Serialize for PartnerId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl FromStr for PartnerId {
-    type Err = UnknownPartner;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PartnerId::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or(UnknownPartner)
+        (self.parser().parse)(fields)
     }
 }
 
@@ -277,18 +178,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_partner_id_round_trips_and_accepts_some_method() {
+    fn get_partners_and_only_they_have_a_url_template() {
         for p in PartnerId::ALL {
-            assert_eq!(p.as_str().parse::<PartnerId>().unwrap(), p);
-            assert_eq!(p.as_str(), p.as_str().to_lowercase());
-            assert!(p.spec().get.is_some() || p.spec().post.is_some(), "{p}");
             assert_eq!(
-                p.spec().get.is_some(),
+                p.input(Method::Get).is_some(),
                 p.query_template().is_some(),
                 "{p}: GET partners have a URL template"
             );
         }
-        assert!("Kochava".parse::<PartnerId>().is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! says), or `network` is `Organic`. No unique id: deduped by payload hash.
 
 use super::normalize::{event_kind, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Query string to paste into Singular's postback URL. Each key is the lower-cased macro
@@ -33,12 +33,8 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&is_organic={IS_ORGANIC}",
 );
 
-/// What the registry needs to know about Singular.
-pub const PARTNER: Partner = Partner {
-    id: "singular",
-    name: "Singular",
-    get: Some(InputFormat::Query),
-    post: Some(InputFormat::JsonBody),
+/// The parser side of Singular (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: Some(QUERY_TEMPLATE),
     parse,

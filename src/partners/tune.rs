@@ -4,7 +4,7 @@
 //! `publisher_id` is `0`. No unique id: deduped by payload hash without `retry_attempts`.
 
 use super::normalize::{event_kind, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Changes on every resend of one delivery, so it stays out of the dedupe hash.
@@ -33,12 +33,8 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&retry_attempts={retry_attempts}",
 );
 
-/// What the registry needs to know about Tune.
-pub const PARTNER: Partner = Partner {
-    id: "tune",
-    name: "Tune",
-    get: Some(InputFormat::Query),
-    post: Some(InputFormat::FormBody),
+/// The parser side of Tune (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: VOLATILE_FIELDS,
     query_template: Some(QUERY_TEMPLATE),
     parse,

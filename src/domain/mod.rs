@@ -1,4 +1,4 @@
-//! Domain types shared by every layer: apps, keys, tiers, parsed postbacks.
+//! Domain types shared by every layer: apps, keys, tiers, partners, parsed postbacks.
 //! Holding one of these means it is valid; constructors are the only way in.
 
 use std::fmt;
@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::partners::PartnerId;
+mod partner_id;
+
+pub use partner_id::{InputFormat, Method, PartnerId, UnknownPartner};
 
 /// An app's id: a UUID, shown and parsed in its hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
