@@ -40,7 +40,7 @@ pub const PARSER: Parser = Parser {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic = p.is_marked(&["network_name", "tracker_name"], &["organic"]);
+    p.organic_marker(&["network_name", "tracker_name"], &["organic"]);
     let tracker = p.value(&["tracker_name"]).unwrap_or_default();
     // At most four levels; anything after a fourth `::` stays in the creative.
     let mut levels: [Option<String>; 4] = Default::default();
@@ -74,7 +74,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["user_agent"]),
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Adjust, organic, postback)
+    p.verdict(PartnerId::Adjust, postback)
 }
 
 /// The `*_name` value, else the matching `tracker_name` level (capped like any segment).
@@ -229,19 +229,16 @@ mod tests {
         );
         let p = accepted(parse(&with(base.clone(), "tracker_name", "a::b::c::d::e")));
         assert_eq!(p.segments.ad.as_deref(), Some("d::e"));
-        assert_eq!(
-            parse(&with(base, "tracker_name", ":: :: ::")),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(base, "tracker_name", ":: :: ::")));
     }
 
     #[test]
     fn organic_network_or_tracker_is_organic_in_any_letter_case() {
-        assert_eq!(parse(&query(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&query(ORGANIC)));
         for key in ["network_name", "tracker_name"] {
             for value in ["Organic", "organic", "ORGANIC"] {
                 let fields = with(query(INSTALL_ANDROID), key, value);
-                assert_eq!(parse(&fields), Verdict::Organic, "{key}={value}");
+                assert_organic!(parse(&fields), "{key}={value}");
             }
         }
     }
@@ -269,7 +266,7 @@ mod tests {
     #[test]
     fn install_without_segments_is_organic() {
         let fields = query("activity_kind=install&network_name=&campaign_name=&tracker_name=&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d");
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -355,10 +352,11 @@ mod tests {
 
     #[test]
     fn organic_wins_over_an_over_long_value() {
-        assert_eq!(
-            parse(&with(query(ORGANIC), "campaign_name", long_text(300))),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(
+            query(ORGANIC),
+            "campaign_name",
+            long_text(300)
+        )));
     }
 
     #[test]

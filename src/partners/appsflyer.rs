@@ -45,7 +45,7 @@ pub const PARSER: Parser = Parser {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic = p.is_marked(
+    p.organic_marker(
         &["media_source", "campaign_type", "af_status"],
         &["organic"],
     );
@@ -77,7 +77,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["user_agent"]),
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Appsflyer, organic, postback)
+    p.verdict(PartnerId::Appsflyer, postback)
 }
 
 /// The first Braze user key inside `custom_data` (a JSON object, or a string holding one).
@@ -282,11 +282,11 @@ mod tests {
 
     #[test]
     fn organic_marker_in_any_of_its_keys_is_organic_in_any_letter_case() {
-        assert_eq!(parse(&json(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&json(ORGANIC)));
         for key in ["media_source", "campaign_type", "af_status"] {
             for value in ["organic", "Organic", "ORGANIC"] {
                 let fields = with(json(INSTALL_ANDROID), key, value);
-                assert_eq!(parse(&fields), Verdict::Organic, "{key}={value}");
+                assert_organic!(parse(&fields), "{key}={value}");
             }
         }
     }
@@ -310,7 +310,7 @@ mod tests {
             fields.insert(key.into(), Value::Null);
         }
         fields.insert("af_ad".into(), "".into());
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -399,10 +399,7 @@ mod tests {
 
     #[test]
     fn organic_wins_over_an_over_long_value() {
-        assert_eq!(
-            parse(&with(json(ORGANIC), "campaign", long_text(300))),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(json(ORGANIC), "campaign", long_text(300))));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub const PARSER: Parser = Parser {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::with_paths(fields);
-    let organic = p.is_marked(&["attributed"], &["false"]);
+    p.organic_marker(&["attributed"], &["false"]);
     let event_name = p.canonical("event_name", &["name"]);
     let postback = Postback {
         kind: event_kind(event_name.as_deref()),
@@ -59,7 +59,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["user_data.user_agent"]),
         partner_event_id: p.value(&["id"]),
     };
-    p.verdict(PartnerId::Branch, organic, postback)
+    p.verdict(PartnerId::Branch, postback)
 }
 
 #[cfg(test)]
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn attributed_false_is_organic_even_with_a_stale_latd() {
-        assert_eq!(parse(&json(ORGANIC_STALE_LATD)), Verdict::Organic);
+        assert_organic!(parse(&json(ORGANIC_STALE_LATD)));
         for attributed in [
             json!(false),
             json!("false"),
@@ -219,7 +219,7 @@ mod tests {
             json!(" FALSE "),
         ] {
             let fields = with(json(DOCS_EXAMPLE), "attributed", attributed.clone());
-            assert_eq!(parse(&fields), Verdict::Organic, "attributed={attributed}");
+            assert_organic!(parse(&fields), "attributed={attributed}");
         }
         for attributed in [
             json!(true),
@@ -235,13 +235,13 @@ mod tests {
 
     #[test]
     fn install_without_latd_is_organic() {
-        assert_eq!(parse(&json(INSTALL_WITHOUT_LATD)), Verdict::Organic);
+        assert_organic!(parse(&json(INSTALL_WITHOUT_LATD)));
         let fields = with(
             json(DOCS_EXAMPLE),
             LATD,
             json!({"~feature": "marketing", "~tags": []}),
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -295,7 +295,7 @@ mod tests {
             r#"{"name":"INSTALL","~channel":"AppLovin","user_data.aaid":"38400000-8cf0-11bd-b23e-10b96e40000d",
                 "user_data":"not an object","custom_data":{"~channel":"AppLovin"}}"#,
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn organic_wins_over_an_over_long_value() {
         let fields = with_nested(json(ORGANIC_STALE_LATD), LATD, "~campaign", long_text(300));
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -372,11 +372,8 @@ mod tests {
     #[test]
     fn a_null_id_is_still_a_branch_key() {
         let fields = json(r#"{"id":null}"#);
-        assert_eq!(parse(&fields), Verdict::Organic);
-        assert_eq!(
-            parse(&with(Fields::new(), "attributed", Value::Null)),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&fields));
+        assert_organic!(parse(&with(Fields::new(), "attributed", Value::Null)));
     }
 
     proptest! {

@@ -19,7 +19,7 @@ pub const PARSER: Parser = Parser {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic = p.is_marked(&["network_name", "network"], &["organic", "unattributed"]);
+    p.organic_marker(&["network_name", "network"], &["organic", "unattributed"]);
     let event_name = p.canonical("event_name", &["event_name", "attribution_action"]);
     let postback = Postback {
         kind: event_kind(event_name.as_deref()),
@@ -45,7 +45,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["device_ua"]),
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Kochava, organic, postback)
+    p.verdict(PartnerId::Kochava, postback)
 }
 
 #[cfg(test)]
@@ -184,12 +184,12 @@ mod tests {
 
     #[test]
     fn unattributed_and_organic_networks_are_organic_in_any_letter_case() {
-        assert_eq!(parse(&json(UNATTRIBUTED)), Verdict::Organic);
-        assert_eq!(parse(&json(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&json(UNATTRIBUTED)));
+        assert_organic!(parse(&json(ORGANIC)));
         for key in ["network_name", "network"] {
             for value in ["organic", "Organic", "UNATTRIBUTED", "Unattributed"] {
                 let fields = with(json(INSTALL_ANDROID), key, value);
-                assert_eq!(parse(&fields), Verdict::Organic, "{key}={value}");
+                assert_organic!(parse(&fields), "{key}={value}");
             }
         }
     }
@@ -211,7 +211,7 @@ mod tests {
         let fields = json(
             r#"{"event_name":"_install","network_name":"","campaign_name":null,"site_id":"none-provided","creative_id":"{creative_id}","kochava_device_id":"KA1"}"#,
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -288,10 +288,11 @@ mod tests {
 
     #[test]
     fn organic_wins_over_an_over_long_value() {
-        assert_eq!(
-            parse(&with(json(UNATTRIBUTED), "campaign_name", long_text(300))),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(
+            json(UNATTRIBUTED),
+            "campaign_name",
+            long_text(300)
+        )));
     }
 
     #[test]

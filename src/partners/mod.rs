@@ -1,11 +1,14 @@
-//! The dispatch to one pure parser per partner (`partners/<partner>.rs`), and decoding.
-//! Parsers see decoded [`Fields`] and return a [`Verdict`]; no I/O, no clock, no HTTP.
-//! The partner ids and their method table are domain types, re-exported here.
+//! Reading one postback request ([`read`]: decode, API key, parse, dedupe key) and the
+//! dispatch to one pure parser per partner (`partners/<partner>.rs`). Parsers see decoded
+//! [`Fields`] and return a [`Verdict`]; no I/O, no clock, no HTTP. The partner ids and
+//! their method table are domain types, re-exported here.
+
+use std::fmt;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::domain::Postback;
+use crate::domain::{ApiKey, Postback};
 pub use crate::domain::{InputFormat, Method, PartnerId, UnknownPartner};
 
 pub mod normalize;
@@ -27,8 +30,29 @@ pub const API_KEY_FIELD: &str = "api_key";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Accepted(Box<Postback>),
-    Organic,
+    Organic(Organic),
     Invalid(Invalid),
+}
+
+/// Why a delivery is organic: which rule decided, for logs and operators. The caller
+/// is only ever told `organic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Organic {
+    /// A partner's organic marker matched: `key` held `value` (as sent, trimmed).
+    Marker { key: &'static str, value: String },
+    /// Source, campaign, adgroup and ad are all absent: nothing to credit.
+    NothingToCredit,
+}
+
+impl fmt::Display for Organic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Organic::Marker { key, value } => write!(f, "organic: {key} is {value:?}"),
+            Organic::NothingToCredit => {
+                f.write_str("organic: no source, campaign, adgroup or ad to credit")
+            }
+        }
+    }
 }
 
 /// Why a delivery was rejected with 400; the message is shown to the caller.
@@ -82,6 +106,98 @@ impl PartnerId {
 
     pub fn parse(self, fields: &Fields) -> Verdict {
         (self.parser().parse)(fields)
+    }
+}
+
+/// What [`read`] made of one postback request.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The key in the `api_key` query parameter, else in the payload's `api_key` field.
+    /// It is never part of the stored fields; the `X-Api-Key` header is the caller's.
+    pub api_key: Option<ApiKey>,
+    pub decision: Decision,
+}
+
+/// The verdict on one request, with what storing an accepted one needs.
+#[derive(Debug)]
+pub enum Decision {
+    Accepted(Box<Accepted>),
+    Organic(Organic),
+    Invalid(Invalid),
+}
+
+/// An accepted delivery, ready to store.
+#[derive(Debug)]
+pub struct Accepted {
+    pub postback: Postback,
+    pub dedupe_key: String,
+    /// The request's fields as received (NULs replaced), without the API key.
+    pub raw: Fields,
+}
+
+/// Read one postback request: decode the fields `partner` sends with `method`, take out
+/// the API key, sanitise, parse, and key an accepted delivery for dedupe. `None` when
+/// the partner sends nothing with `method` (405).
+pub fn read(partner: PartnerId, method: Method, query: &str, body: &[u8]) -> Option<Delivery> {
+    let format = partner.input(method)?;
+    let query = decode_form(query.as_bytes());
+    let query_key = api_key_in(&query);
+    let decoded = match format {
+        InputFormat::Query => Ok(query),
+        InputFormat::FormBody => {
+            // Body fields win over query fields of the same name.
+            let mut fields = decode_form(body);
+            for (k, v) in query {
+                fields.entry(k).or_insert(v);
+            }
+            Ok(fields)
+        }
+        InputFormat::JsonBody => decode_json(body),
+    };
+    let api_key = query_key.or_else(|| decoded.as_ref().ok().and_then(api_key_in));
+    let decision = match decoded {
+        Err(invalid) => Decision::Invalid(invalid),
+        Ok(mut fields) => {
+            fields.remove(API_KEY_FIELD);
+            sanitize(&mut fields);
+            match partner.parse(&fields) {
+                Verdict::Accepted(postback) => {
+                    let dedupe_key =
+                        dedupe_key(partner, postback.partner_event_id.as_deref(), &fields);
+                    Decision::Accepted(Box::new(Accepted {
+                        postback: *postback,
+                        dedupe_key,
+                        raw: fields,
+                    }))
+                }
+                Verdict::Organic(reason) => Decision::Organic(reason),
+                Verdict::Invalid(invalid) => Decision::Invalid(invalid),
+            }
+        }
+    };
+    Some(Delivery { api_key, decision })
+}
+
+fn api_key_in(fields: &Fields) -> Option<ApiKey> {
+    fields
+        .get(API_KEY_FIELD)
+        .and_then(Value::as_str)
+        .and_then(ApiKey::presented)
+}
+
+/// Longest partner id kept verbatim in a dedupe key. The key is in a unique index, and
+/// PostgreSQL cannot index an entry over ~2.7 kB (a longer incompressible Branch `id`
+/// failed the insert with a 500); longer ids are hashed, which keeps them unique and
+/// leaves the keys of ordinary ids unchanged.
+const MAX_VERBATIM_ID_BYTES: usize = 256;
+
+/// The dedupe key of a delivery: the partner's own id where it sends one, else a hash
+/// of the payload.
+fn dedupe_key(partner: PartnerId, partner_event_id: Option<&str>, fields: &Fields) -> String {
+    match partner_event_id {
+        Some(id) if id.len() <= MAX_VERBATIM_ID_BYTES => format!("id:{id}"),
+        Some(id) => format!("id-sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
+        None => payload_hash(partner, fields),
     }
 }
 
@@ -186,6 +302,145 @@ mod tests {
                 "{p}: GET partners have a URL template"
             );
         }
+    }
+
+    const TUNE_INSTALL: &str =
+        "advertiser_sub_publisher=Vungle&ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF";
+    const KOCHAVA_INSTALL: &str =
+        r#"{"network_name":"Liftoff","idfa":"4E5F6A7B-8C9D-4E0F-A1B2-C3D4E5F6A7B8"}"#;
+
+    fn accepted(delivery: &Delivery) -> &Accepted {
+        match &delivery.decision {
+            Decision::Accepted(a) => a,
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn read_answers_none_for_a_method_the_partner_does_not_use() {
+        assert!(read(PartnerId::Adjust, Method::Post, "", b"").is_none());
+        assert!(read(PartnerId::Kochava, Method::Get, KOCHAVA_INSTALL, b"").is_none());
+    }
+
+    #[test]
+    fn read_takes_the_api_key_from_the_query_then_the_payload_and_never_stores_it() {
+        let d = read(
+            PartnerId::Tune,
+            Method::Get,
+            &format!("{TUNE_INSTALL}&api_key=pbgk_q"),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_q"));
+        assert!(!accepted(&d).raw.contains_key(API_KEY_FIELD));
+
+        let body = KOCHAVA_INSTALL.replacen('{', r#"{"api_key":"pbgk_b","#, 1);
+        let d = read(PartnerId::Kochava, Method::Post, "", body.as_bytes()).unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_b"));
+        assert!(!accepted(&d).raw.contains_key(API_KEY_FIELD));
+        let d = read(
+            PartnerId::Kochava,
+            Method::Post,
+            "api_key=pbgk_q",
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_q"));
+
+        // Form POST: an empty query key falls through to the body's.
+        let d = read(
+            PartnerId::Tune,
+            Method::Post,
+            "api_key=+",
+            format!("{TUNE_INSTALL}&api_key=pbgk_f").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_f"));
+        assert!(!accepted(&d).raw.contains_key(API_KEY_FIELD));
+
+        let d = read(PartnerId::Kochava, Method::Post, "api_key=pbgk_q", b"[").unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_q"));
+        assert!(matches!(
+            d.decision,
+            Decision::Invalid(Invalid::MalformedJson(_))
+        ));
+    }
+
+    #[test]
+    fn read_keys_an_accepted_delivery_for_dedupe_and_sanitises_what_is_stored() {
+        let d = read(
+            PartnerId::Tune,
+            Method::Get,
+            &format!("{TUNE_INSTALL}&note=a%00b&retry_attempts=2"),
+            b"",
+        )
+        .unwrap();
+        let a = accepted(&d);
+        assert_eq!(a.raw["note"], "a\u{FFFD}b");
+        let again = read(
+            PartnerId::Tune,
+            Method::Get,
+            &format!("retry_attempts=3&note=a%00b&{TUNE_INSTALL}"),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(a.dedupe_key, accepted(&again).dedupe_key);
+        assert!(a.dedupe_key.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn organic_says_which_rule_decided() {
+        let body = KOCHAVA_INSTALL.replace("Liftoff", " Unattributed ");
+        let d = read(PartnerId::Kochava, Method::Post, "", body.as_bytes()).unwrap();
+        let Decision::Organic(reason) = d.decision else {
+            panic!("{:?}", d.decision)
+        };
+        assert_eq!(
+            reason,
+            Organic::Marker {
+                key: "network_name",
+                value: "Unattributed".into()
+            }
+        );
+        assert_eq!(
+            reason.to_string(),
+            r#"organic: network_name is "Unattributed""#
+        );
+
+        let body = KOCHAVA_INSTALL.replace("Liftoff", "");
+        let d = read(PartnerId::Kochava, Method::Post, "", body.as_bytes()).unwrap();
+        let Decision::Organic(reason) = d.decision else {
+            panic!("{:?}", d.decision)
+        };
+        assert_eq!(reason, Organic::NothingToCredit);
+        assert_eq!(
+            reason.to_string(),
+            "organic: no source, campaign, adgroup or ad to credit"
+        );
+    }
+
+    #[test]
+    fn dedupe_keys_stay_short_enough_to_index_whatever_the_partner_id() {
+        let fields = Fields::new();
+        let short = "1250087741902387201";
+        assert_eq!(
+            dedupe_key(PartnerId::Branch, Some(short), &fields),
+            format!("id:{short}"),
+            "ordinary ids are kept verbatim (existing keys do not change)"
+        );
+        let long_a = "a".repeat(10_000);
+        let long_b = format!("{}b", "a".repeat(9_999));
+        let key_a = dedupe_key(PartnerId::Branch, Some(&long_a), &fields);
+        let key_b = dedupe_key(PartnerId::Branch, Some(&long_b), &fields);
+        assert!(key_a.len() < 100, "{key_a}");
+        assert_ne!(key_a, key_b, "different ids, different keys");
+        assert_eq!(key_a, dedupe_key(PartnerId::Branch, Some(&long_a), &fields));
+        let limit = "x".repeat(MAX_VERBATIM_ID_BYTES);
+        assert_eq!(
+            dedupe_key(PartnerId::Branch, Some(&limit), &fields),
+            format!("id:{limit}")
+        );
+        assert!(dedupe_key(PartnerId::Kochava, None, &fields).starts_with("sha256:"));
     }
 
     #[test]

@@ -42,8 +42,8 @@ pub const PARSER: Parser = Parser {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic =
-        p.is_marked(&["is_organic"], &["1", "true"]) | p.is_marked(&["network"], &["organic"]);
+    p.organic_marker(&["is_organic"], &["1", "true"]);
+    p.organic_marker(&["network"], &["organic"]);
     let event_name = p.canonical("event_name", &["evtname", "event_name"]);
     let postback = Postback {
         kind: event_kind(event_name.as_deref()),
@@ -67,7 +67,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: None,
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Singular, organic, postback)
+    p.verdict(PartnerId::Singular, postback)
 }
 
 #[cfg(test)]
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn is_organic_flag_is_organic_whatever_network_says() {
-        assert_eq!(parse(&query(ORGANIC_FLAG)), Verdict::Organic);
+        assert_organic!(parse(&query(ORGANIC_FLAG)));
         for flag in [
             json!("1"),
             json!(1),
@@ -182,7 +182,7 @@ mod tests {
             json!(" True "),
         ] {
             let fields = with(json(INSTALL_IOS), "is_organic", flag.clone());
-            assert_eq!(parse(&fields), Verdict::Organic, "is_organic={flag}");
+            assert_organic!(parse(&fields), "is_organic={flag}");
         }
         for flag in [
             json!("0"),
@@ -199,10 +199,10 @@ mod tests {
 
     #[test]
     fn organic_network_is_organic_in_any_letter_case() {
-        assert_eq!(parse(&json(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&json(ORGANIC)));
         for network in ["Organic", "organic", "ORGANIC"] {
             let fields = with(query(INSTALL_ANDROID), "network", network);
-            assert_eq!(parse(&fields), Verdict::Organic, "{network}");
+            assert_organic!(parse(&fields), "{network}");
         }
     }
 
@@ -226,7 +226,7 @@ mod tests {
         let fields = json(
             r#"{"network":"","campaign":null,"is_organic":false,"idfv":"E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4"}"#,
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -305,10 +305,7 @@ mod tests {
 
     #[test]
     fn organic_wins_over_an_over_long_value() {
-        assert_eq!(
-            parse(&with(json(ORGANIC), "gid", long_text(300))),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(json(ORGANIC), "gid", long_text(300))));
     }
 
     #[test]

@@ -42,8 +42,8 @@ pub const PARSER: Parser = Parser {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic =
-        p.is_marked(&["publisher_name"], &["organic"]) | p.is_marked(&["publisher_id"], &["0"]);
+    p.organic_marker(&["publisher_name"], &["organic"]);
+    p.organic_marker(&["publisher_id"], &["0"]);
     let event_name = p.canonical("event_name", &["event_name"]);
     let postback = Postback {
         kind: event_kind(event_name.as_deref()),
@@ -67,7 +67,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["user_agent", "conversion_user_agent"]),
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Tune, organic, postback)
+    p.verdict(PartnerId::Tune, postback)
 }
 
 #[cfg(test)]
@@ -170,19 +170,19 @@ mod tests {
 
     #[test]
     fn publisher_name_organic_is_organic_in_any_letter_case() {
-        assert_eq!(parse(&query(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&query(ORGANIC)));
         for name in ["organic", "Organic", "ORGANIC", " organic "] {
             let fields = with(query(INSTALL_IOS), "publisher_name", name);
-            assert_eq!(parse(&fields), Verdict::Organic, "publisher_name={name:?}");
+            assert_organic!(parse(&fields), "publisher_name={name:?}");
         }
     }
 
     #[test]
     fn publisher_id_zero_is_organic() {
         let fields = with(query(INSTALL_IOS), "publisher_id", "0");
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
         let fields = with(query(INSTALL_IOS), "publisher_id", serde_json::json!(0));
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -204,7 +204,7 @@ mod tests {
         let fields = query(
             "publisher_name=Vungle&campaign_name=Summer&ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF",
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -218,7 +218,7 @@ mod tests {
             fields.remove(key);
         }
         fields.insert("advertiser_sub_ad".into(), "   ".into());
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn organic_wins_over_an_over_long_value() {
         let fields = with(query(ORGANIC), "advertiser_sub_campaign", long_text(300));
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -321,10 +321,7 @@ mod tests {
 
     #[test]
     fn tune_keys_with_only_empty_values_are_organic_not_invalid() {
-        assert_eq!(
-            parse(&query("advertiser_sub_publisher=&ios_ifa=")),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&query("advertiser_sub_publisher=&ios_ifa=")));
     }
 
     #[test]
