@@ -107,6 +107,8 @@ mod tests {
     const PURCHASE_EVENT: &str = include_str!("../../tests/fixtures/adjust/purchase_event.query");
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/adjust/raw_macros.query");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/adjust/no_identifier.query");
+    const UPPER_CASE_GPS_ADID: &str =
+        include_str!("../../tests/fixtures/adjust/install_android_upper_case_gps_adid.query");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/affiliate.query");
 
     #[test]
@@ -396,6 +398,35 @@ mod tests {
         for (key, value) in query(QUERY_TEMPLATE) {
             assert_eq!(value, format!("{{{key}}}"));
         }
+    }
+
+    #[test]
+    fn google_advertising_id_is_stored_lower_case_and_other_ids_keep_their_case() {
+        let p = accepted(parse(&query(UPPER_CASE_GPS_ADID)));
+        assert_eq!(
+            p.ids,
+            Identifiers {
+                user_id: Some("B7c2E1d4-5a6b-4978-8a1b-2c3d4e5f6a7b".into()),
+                google_aid: Some("7e6d5c4b-3a29-4817-9f6e-5d4c3b2a1908".into()),
+                android_id: Some("9774D56D682E549C".into()),
+                partner_device_id: Some("5D6E7F8091A2B3C4D5E6F708192A3B4C".into()),
+                ..Identifiers::default()
+            }
+        );
+        let fields = with(
+            query(REINSTALL_IOS),
+            "idfa",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        );
+        let fields = with(fields, "idfv", "e2c1b0a9-8f7e-4d6c-b5a4-93827160f5e4");
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            (p.ids.idfa.as_deref(), p.ids.idfv.as_deref()),
+            (
+                Some("6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+                Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4")
+            )
+        );
     }
 
     proptest! {

@@ -430,6 +430,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ids_get_their_canonical_letter_case() {
+        let fields = with(
+            json(INSTALL_ANDROID),
+            "advertising_id",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            p.ids.google_aid.as_deref(),
+            Some("38400000-8cf0-11bd-b23e-10b96e40000d")
+        );
+        assert_eq!(
+            p.ids.partner_device_id.as_deref(),
+            Some("1714644931000-4412908")
+        );
+        let fields = with(
+            query(INSTALL_IOS),
+            "idfa",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        );
+        let fields = with(fields, "customer_user_id", "Cust-Mixed-Case");
+        let fields = with(fields, "custom_data", json!({}));
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            p.ids.idfa.as_deref(),
+            Some("6D92078A-8246-4BA4-AE5B-76104861E7DC")
+        );
+        assert_eq!(p.ids.user_id.as_deref(), Some("Cust-Mixed-Case"));
+    }
+
     proptest! {
         #[test]
         fn arbitrary_json_objects_never_panic_and_ignore_key_order(fields in arb_object(template_keys(QUERY_TEMPLATE))) {

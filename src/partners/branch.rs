@@ -376,6 +376,44 @@ mod tests {
         assert_organic!(parse(&with(Fields::new(), "attributed", Value::Null)));
     }
 
+    #[test]
+    fn ids_get_their_canonical_letter_case() {
+        let fields = with_nested(
+            json(INSTALL_IOS),
+            "user_data",
+            "idfa",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        );
+        let fields = with_nested(
+            fields,
+            "user_data",
+            "idfv",
+            "e2c1b0a9-8f7e-4d6c-b5a4-93827160f5e4",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            (p.ids.idfa.as_deref(), p.ids.idfv.as_deref()),
+            (
+                Some("6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+                Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4")
+            )
+        );
+        assert_eq!(
+            p.ids.partner_device_id.as_deref(),
+            Some("98aa7f1d5ad0c4c8e7a2b6d1f0e3c9b84a7d6e5f")
+        );
+        let fields = with_nested(
+            json(DOCS_EXAMPLE),
+            "user_data",
+            "aaid",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        assert_eq!(
+            accepted(parse(&fields)).ids.google_aid.as_deref(),
+            Some("38400000-8cf0-11bd-b23e-10b96e40000d")
+        );
+    }
+
     proptest! {
         #[test]
         fn arbitrary_json_objects_never_panic_and_ignore_key_order(

@@ -315,6 +315,42 @@ mod tests {
         assert_eq!(parse(&Fields::new()), expected);
     }
 
+    #[test]
+    fn ids_get_their_canonical_letter_case() {
+        let fields = with(
+            json(DOCS_EXAMPLE),
+            "idfa",
+            "4e5f6a7b-8c9d-4e0f-a1b2-c3d4e5f6a7b8",
+        );
+        let p = accepted(parse(&with(
+            fields,
+            "idfv",
+            "e2c1b0a9-8f7e-4d6c-b5a4-93827160f5e4",
+        )));
+        assert_eq!(
+            (p.ids.idfa.as_deref(), p.ids.idfv.as_deref()),
+            (
+                Some("4E5F6A7B-8C9D-4E0F-A1B2-C3D4E5F6A7B8"),
+                Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4")
+            )
+        );
+        let fields = with(
+            json(INSTALL_ANDROID),
+            "adid",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            p.ids.google_aid.as_deref(),
+            Some("38400000-8cf0-11bd-b23e-10b96e40000d")
+        );
+        assert_eq!(
+            p.ids.partner_device_id.as_deref(),
+            Some("KA6B8E2F1C07D24E3A9B6C1D0E8F7A6B5C9"),
+            "partner device ids keep their case"
+        );
+    }
+
     proptest! {
         #[test]
         fn arbitrary_json_objects_never_panic_and_ignore_key_order(

@@ -271,7 +271,8 @@ impl<'a> Picker<'a> {
 
     /// The outcome, in the order of partners.md §1. An over-long value is checked after the
     /// organic marker (an organic install is dropped whatever else it carries) and before
-    /// "no segments".
+    /// "no segments". An accepted postback's ids get their canonical letter case here, so
+    /// every partner stores them alike.
     pub fn verdict(self, partner: PartnerId, postback: Postback) -> Verdict {
         if !self.seen {
             Verdict::Invalid(Invalid::NoPartnerFields(partner))
@@ -284,6 +285,8 @@ impl<'a> Picker<'a> {
         } else if postback.ids.is_empty() {
             Verdict::Invalid(Invalid::NoIdentifier)
         } else {
+            let mut postback = postback;
+            postback.ids.canonicalize_case();
             Verdict::Accepted(Box::new(postback))
         }
     }

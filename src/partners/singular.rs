@@ -347,6 +347,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ids_get_their_canonical_letter_case() {
+        let fields = with(
+            json(INSTALL_IOS),
+            "idfa",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        );
+        let fields = with(fields, "idfv", "e2c1b0a9-8f7e-4d6c-b5a4-93827160f5e4");
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            (p.ids.idfa.as_deref(), p.ids.idfv.as_deref()),
+            (
+                Some("6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+                Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4")
+            )
+        );
+        assert_eq!(p.ids.user_id.as_deref(), Some("cust-88213"));
+        let fields = with(
+            query(INSTALL_ANDROID),
+            "aifa",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        let p = accepted(parse(&with(fields, "andi", "9774D56D682E549C")));
+        assert_eq!(
+            (p.ids.google_aid.as_deref(), p.ids.android_id.as_deref()),
+            (
+                Some("38400000-8cf0-11bd-b23e-10b96e40000d"),
+                Some("9774D56D682E549C")
+            )
+        );
+    }
+
     proptest! {
         #[test]
         fn verdict_does_not_depend_on_key_order(fields in arb_query(template_keys(QUERY_TEMPLATE))) {

@@ -87,6 +87,8 @@ mod tests {
     const PURCHASE_EVENT: &str = include_str!("../../tests/fixtures/tune/purchase_event.query");
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/tune/raw_macros.query");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/tune/no_identifier.query");
+    const LOWER_CASE_IDS: &str =
+        include_str!("../../tests/fixtures/tune/install_ios_lower_case_ids.query");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/affiliate.query");
 
     #[test]
@@ -330,6 +332,30 @@ mod tests {
         for (key, value) in query(QUERY_TEMPLATE) {
             assert_eq!(value, format!("{{{key}}}"));
         }
+    }
+
+    #[test]
+    fn ios_ids_are_stored_upper_case_and_other_ids_keep_their_case() {
+        let p = accepted(parse(&query(LOWER_CASE_IDS)));
+        assert_eq!(
+            p.ids,
+            Identifiers {
+                user_id: Some("Cust-00417".into()),
+                idfa: Some("AAAA1111-BB22-4C33-8D44-EE55FF667788".into()),
+                idfv: Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4".into()),
+                partner_device_id: Some("5f2e8c1a9b3d47e6a0c4f8b2d6e1a9c3".into()),
+                ..Identifiers::default()
+            }
+        );
+        let fields = with(
+            query(INSTALL_ANDROID),
+            "google_aid",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        assert_eq!(
+            accepted(parse(&fields)).ids.google_aid.as_deref(),
+            Some("38400000-8cf0-11bd-b23e-10b96e40000d")
+        );
     }
 
     proptest! {
