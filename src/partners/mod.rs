@@ -213,8 +213,12 @@ pub fn decode_form(input: &[u8]) -> Fields {
     fields
 }
 
-/// Decode a POST body that must hold one JSON object.
+/// UTF-8 byte-order mark, which some senders put before a JSON body.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decode a POST body that must hold one JSON object (after one leading byte-order mark).
 pub fn decode_json(body: &[u8]) -> Result<Fields, Invalid> {
+    let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Invalid::NotAnObject),
@@ -461,6 +465,29 @@ mod tests {
         assert_ne!(
             payload_hash(PartnerId::Tune, &t1),
             payload_hash(PartnerId::Tune, &t3)
+        );
+    }
+
+    #[test]
+    fn a_json_body_starting_with_a_byte_order_mark_is_read_without_it() {
+        const WITH_BOM: &[u8] =
+            include_bytes!("../../tests/fixtures/kochava/docs_example_bom.json");
+        assert!(WITH_BOM.starts_with(b"\xEF\xBB\xBF"));
+        let fields = decode_json(WITH_BOM).expect("read without the BOM");
+        assert_eq!(fields["event_name"], "_install");
+        let d = read(PartnerId::Kochava, Method::Post, "", WITH_BOM).unwrap();
+        accepted(&d);
+        assert_eq!(
+            decode_json(b"\xEF\xBB\xBF[1]"),
+            Err(Invalid::NotAnObject),
+            "an array is still rejected"
+        );
+        assert!(
+            matches!(
+                decode_json(b"\xEF\xBB\xBF\xEF\xBB\xBF{}"),
+                Err(Invalid::MalformedJson(_))
+            ),
+            "only one leading BOM is dropped"
         );
     }
 
