@@ -1,5 +1,6 @@
 //! Kochava certified postback, partners.md §7: a POST JSON body (key names inferred from
-//! Kochava's macro vocabulary). `site_id` `none-provided` counts as absent. Organic:
+//! Kochava's macro vocabulary). Source falls back to `network`, then `publisher`;
+//! `site_id` `none-provided` counts as absent. Organic:
 //! `network_name` or `network` is `organic` or `unattributed` (Delivery Method "All" sends
 //! those too). No unique id: deduped by payload hash.
 
@@ -25,7 +26,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         kind: event_kind(event_name.as_deref()),
         event_name,
         segments: Segments {
-            source: p.canonical("source", &["network_name", "network"]),
+            source: p.canonical("source", &["network_name", "network", "publisher"]),
             campaign: p.canonical("campaign", &["campaign_name", "campaign"]),
             adgroup: p
                 .canonical("adgroup", &["site_id"])
@@ -68,12 +69,15 @@ mod tests {
     const PURCHASE_EVENT: &str = include_str!("../../tests/fixtures/kochava/purchase_event.json");
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/kochava/raw_macros.json");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/kochava/no_identifier.json");
+    const PUBLISHER_ONLY: &str =
+        include_str!("../../tests/fixtures/kochava/install_publisher_only.json");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/webhook.json");
 
     /// Every key the Kochava table names, for the property tests.
     const KEYS: &[&str] = &[
         "network_name",
         "network",
+        "publisher",
         "campaign_name",
         "campaign",
         "site_id",
@@ -349,6 +353,28 @@ mod tests {
             Some("KA6B8E2F1C07D24E3A9B6C1D0E8F7A6B5C9"),
             "partner device ids keep their case"
         );
+    }
+
+    #[test]
+    fn publisher_is_the_last_fallback_for_source() {
+        let p = accepted(parse(&json(PUBLISHER_ONLY)));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("Moloco".into()),
+                campaign: Some("KO_Android_US_RTB".into()),
+                adgroup: None,
+                ad: None,
+            }
+        );
+        let p = accepted(parse(&with(json(PUBLISHER_ONLY), "network", "AppLovin")));
+        assert_eq!(p.segments.source.as_deref(), Some("AppLovin"));
+        let p = accepted(parse(&with(
+            json(PUBLISHER_ONLY),
+            "network_name",
+            "Liftoff",
+        )));
+        assert_eq!(p.segments.source.as_deref(), Some("Liftoff"));
     }
 
     proptest! {
