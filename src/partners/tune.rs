@@ -1,6 +1,7 @@
 //! TUNE (MobileAppTracking), partners.md §2: a GET query (or the same pairs as a form POST)
-//! whose keys carry TUNE macros. The four attribution keys are fixed to the
-//! `advertiser_sub_*` macros. Organic (inferred): `publisher_name` is `organic` or
+//! whose keys carry TUNE macros. The attribution keys are the `advertiser_sub_*` macros;
+//! integrated publishers leave those empty, so `publisher_name` stands in for source and
+//! `campaign_name` for campaign. Organic (inferred): `publisher_name` is `organic` or
 //! `publisher_id` is `0`. No unique id: deduped by payload hash without `retry_attempts`.
 
 use super::normalize::{event_kind, Picker};
@@ -18,6 +19,7 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&advertiser_sub_ad={advertiser_sub_ad}",
     "&publisher_name={publisher_name}",
     "&publisher_id={publisher_id}",
+    "&campaign_name={campaign_name}",
     "&user_id={user_id}",
     "&ios_ifa={ios_ifa}",
     "&ios_ifv={ios_ifv}",
@@ -49,8 +51,8 @@ pub fn parse(fields: &Fields) -> Verdict {
         kind: event_kind(event_name.as_deref()),
         event_name,
         segments: Segments {
-            source: p.canonical("source", &["advertiser_sub_publisher"]),
-            campaign: p.canonical("campaign", &["advertiser_sub_campaign"]),
+            source: p.canonical("source", &["advertiser_sub_publisher", "publisher_name"]),
+            campaign: p.canonical("campaign", &["advertiser_sub_campaign", "campaign_name"]),
             adgroup: p.canonical("adgroup", &["advertiser_sub_adgroup"]),
             ad: p.canonical("ad", &["advertiser_sub_ad"]),
         },
@@ -89,6 +91,8 @@ mod tests {
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/tune/no_identifier.query");
     const LOWER_CASE_IDS: &str =
         include_str!("../../tests/fixtures/tune/install_ios_lower_case_ids.query");
+    const PUBLISHER_ONLY: &str =
+        include_str!("../../tests/fixtures/tune/install_publisher_only.query");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/affiliate.query");
 
     #[test]
@@ -202,20 +206,13 @@ mod tests {
     }
 
     #[test]
-    fn publisher_and_campaign_name_never_stand_in_for_the_sub_keys() {
-        let fields = query(
-            "publisher_name=Vungle&campaign_name=Summer&ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF",
-        );
-        assert_organic!(parse(&fields));
-    }
-
-    #[test]
     fn install_without_segments_is_organic() {
         let mut fields = query(INSTALL_IOS);
         for key in [
             "advertiser_sub_publisher",
             "advertiser_sub_campaign",
             "advertiser_sub_adgroup",
+            "publisher_name",
         ] {
             fields.remove(key);
         }
@@ -355,6 +352,77 @@ mod tests {
         assert_eq!(
             accepted(parse(&fields)).ids.google_aid.as_deref(),
             Some("38400000-8cf0-11bd-b23e-10b96e40000d")
+        );
+    }
+
+    #[test]
+    fn publisher_only_install_is_credited_to_publisher_name_and_campaign_name() {
+        let p = accepted(parse(&query(PUBLISHER_ONLY)));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("Facebook".into()),
+                campaign: Some("Spring Launch - iOS US".into()),
+                adgroup: None,
+                ad: None,
+            }
+        );
+        assert_eq!(
+            p.ids.idfa.as_deref(),
+            Some("C3D4E5F6-A7B8-4C9D-8E0F-1A2B3C4D5E6F")
+        );
+        assert_eq!(p.kind, EventKind::Install);
+        // The organic markers are unchanged.
+        assert_organic!(parse(&with(
+            query(PUBLISHER_ONLY),
+            "publisher_name",
+            "Organic"
+        )));
+        assert_organic!(parse(&with(query(PUBLISHER_ONLY), "publisher_id", "0")));
+    }
+
+    #[test]
+    fn advertiser_sub_values_win_over_publisher_name_and_campaign_name() {
+        let fields = with(query(PUBLISHER_ONLY), "advertiser_sub_publisher", "Vungle");
+        let fields = with(
+            fields,
+            "advertiser_sub_campaign",
+            "{advertiser_sub_campaign}",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(p.segments.source.as_deref(), Some("Vungle"));
+        assert_eq!(
+            p.segments.campaign.as_deref(),
+            Some("Spring Launch - iOS US"),
+            "an unfilled sub macro is absent, so campaign_name stands in"
+        );
+        let fields = with(
+            query(PUBLISHER_ONLY),
+            "advertiser_sub_campaign",
+            "Sub Campaign",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(p.segments.campaign.as_deref(), Some("Sub Campaign"));
+    }
+
+    #[test]
+    fn publisher_name_and_campaign_name_never_stand_in_for_each_other() {
+        let ifa = "ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF";
+        let p = accepted(parse(&query(&format!("campaign_name=Summer&{ifa}"))));
+        assert_eq!(
+            p.segments,
+            Segments {
+                campaign: Some("Summer".into()),
+                ..Segments::default()
+            }
+        );
+        let p = accepted(parse(&query(&format!("publisher_name=Vungle&{ifa}"))));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("Vungle".into()),
+                ..Segments::default()
+            }
         );
     }
 
