@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::normalize::{event_kind, text, Picker};
+use super::normalize::{embedded_object, event_kind, text, Picker};
 use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
@@ -82,19 +82,7 @@ pub fn parse(fields: &Fields) -> Verdict {
 
 /// The first Braze user key inside `custom_data` (a JSON object, or a string holding one).
 fn custom_data_user(custom_data: Option<&Value>) -> Option<(&'static str, String)> {
-    let parsed;
-    let map = match custom_data? {
-        Value::Object(map) => map,
-        Value::String(s) => {
-            // Its escapes decode only here, after `sanitize` saw the delivery: a `\u0000`
-            // in the string is a NUL now, so clean the document the same way.
-            let mut map = serde_json::from_str::<Fields>(s).ok()?;
-            super::sanitize(&mut map);
-            parsed = map;
-            &parsed
-        }
-        _ => return None,
-    };
+    let map = embedded_object(custom_data?)?;
     CUSTOM_DATA_USER_KEYS
         .iter()
         .find_map(|&key| map.get(key).and_then(text).map(|v| (key, v)))

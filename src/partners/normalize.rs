@@ -2,6 +2,8 @@
 //! what counts as absent, the 256-character cap, install-or-event, event times, and the
 //! [`Picker`] through which each parser reads its key table and reaches its verdict.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
@@ -66,6 +68,23 @@ pub fn is_template_token(value: &str) -> bool {
 /// tracking is limited, so it identifies nobody.
 pub fn is_zero_ad_id(value: &str) -> bool {
     value.contains('0') && value.chars().all(|c| c == '0' || c == '-')
+}
+
+/// A nested object sent either as a JSON object or as a string holding one (AppsFlyer's
+/// `custom_data`, Singular's event arguments); `None` for anything else, including a
+/// string that does not parse.
+pub fn embedded_object(value: &Value) -> Option<Cow<'_, Fields>> {
+    match value {
+        Value::Object(map) => Some(Cow::Borrowed(map)),
+        Value::String(s) => {
+            // Its escapes decode only here, after `sanitize` saw the delivery: a `\u0000`
+            // in the string is a NUL now, so clean the document the same way.
+            let mut map = serde_json::from_str::<Fields>(s).ok()?;
+            super::sanitize(&mut map);
+            Some(Cow::Owned(map))
+        }
+        _ => None,
+    }
 }
 
 /// Case-insensitive comparison of a whole (already trimmed) value with organic markers.

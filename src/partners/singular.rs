@@ -1,11 +1,12 @@
 //! Singular (formerly Apsalar), partners.md §4: a GET query whose keys are lower-cased
 //! Singular macro names, or Singular's JSON postback body; one key table serves both.
-//! Organic: `is_organic` is `1`/`true` (string, number or boolean; whatever `network`
-//! says), or `network` is `Organic`. No unique id: deduped by payload hash.
+//! `__START__` is an install unless `is_reengagement` is set; the Braze id may sit in the
+//! event arguments. Organic: `is_organic` is `1`/`true` (string, number or boolean;
+//! whatever `network` says), or `network` is `Organic`. No unique id: payload hash.
 
-use super::normalize::{event_kind, Picker};
+use super::normalize::{embedded_object, event_kind, text, Picker};
 use super::{Fields, Parser, PartnerId, Verdict};
-use crate::domain::{Identifiers, Postback, Segments};
+use crate::domain::{EventKind, Identifiers, Postback, Segments};
 
 /// Query string to paste into Singular's postback URL. Each key is the lower-cased macro
 /// name, except `ip`, which carries `{ATTRIBUTION_IP}`, the documented macro for the IP at
@@ -40,13 +41,37 @@ pub const PARSER: Parser = Parser {
     parse,
 };
 
+/// Singular's JSON (BI) postbacks name the install this (any letter case); with
+/// `is_reengagement` set, the same name is a re-engagement.
+const START: &str = "__START__";
+
+/// The Braze id key, top-level or inside the event arguments.
+const BRAZE_ID: &str = "appboyUserID";
+
+/// Where Android apps' event arguments travel in JSON bodies: an object, or a string
+/// holding one.
+const ARGUMENTS: &[&str] = &["arguments", "event_arguments"];
+
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
     p.organic_marker(&["is_organic"], &["1", "true"]);
     p.organic_marker(&["network"], &["organic"]);
     let event_name = p.canonical("event_name", &["evtname", "event_name"]);
+    let reengagement = p.is_marked(&["is_reengagement"], &["1", "true"]);
+    let kind = match event_name.as_deref() {
+        Some(name) if name.eq_ignore_ascii_case(START) && reengagement => EventKind::Event,
+        Some(name) if name.eq_ignore_ascii_case(START) => EventKind::Install,
+        name => event_kind(name),
+    };
+    let user_id = match p.value(&[BRAZE_ID]).map(|v| (BRAZE_ID.to_owned(), v)) {
+        Some((key, value)) => p.check("user_id", &key, value),
+        None => match braze_argument(&mut p) {
+            Some((key, value)) => p.check("user_id", &key, value),
+            None => p.canonical("user_id", &["custom_user_id", "user_id"]),
+        },
+    };
     let postback = Postback {
-        kind: event_kind(event_name.as_deref()),
+        kind,
         event_name,
         segments: Segments {
             source: p.canonical("source", &["network"]),
@@ -55,7 +80,7 @@ pub fn parse(fields: &Fields) -> Verdict {
             ad: p.canonical("ad", &["creative"]),
         },
         ids: Identifiers {
-            user_id: p.canonical("user_id", &["appboyUserID", "custom_user_id", "user_id"]),
+            user_id,
             idfa: p.ad_id("idfa", &["idfa"]),
             idfv: p.canonical("idfv", &["idfv"]),
             google_aid: p.ad_id("google_aid", &["aifa"]),
@@ -70,6 +95,15 @@ pub fn parse(fields: &Fields) -> Verdict {
     p.verdict(PartnerId::Singular, postback)
 }
 
+/// The Braze id inside the first of [`ARGUMENTS`] that holds one, with its path.
+fn braze_argument(p: &mut Picker) -> Option<(String, String)> {
+    ARGUMENTS.iter().find_map(|&container| {
+        let arguments = embedded_object(p.raw(container)?)?;
+        let value = arguments.get(BRAZE_ID).and_then(text)?;
+        Some((format!("{container}.{BRAZE_ID}"), value))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
@@ -77,7 +111,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::EventKind;
     use crate::partners::normalize::testing::*;
     use crate::partners::{decode_form, Invalid};
 
@@ -91,6 +124,13 @@ mod tests {
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/singular/raw_macros.query");
     const RAW_MACROS_JSON: &str = include_str!("../../tests/fixtures/singular/raw_macros.json");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/singular/no_identifier.query");
+    const INSTALL_START: &str = include_str!("../../tests/fixtures/singular/install_start.json");
+    const REENGAGEMENT_START: &str =
+        include_str!("../../tests/fixtures/singular/reengagement_start.json");
+    const BRAZE_IN_ARGUMENTS: &str =
+        include_str!("../../tests/fixtures/singular/install_braze_in_arguments.json");
+    const BRAZE_IN_EVENT_ARGUMENTS: &str =
+        include_str!("../../tests/fixtures/singular/event_braze_in_event_arguments.json");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/webhook.json");
 
     #[test]
@@ -376,6 +416,116 @@ mod tests {
                 Some("38400000-8cf0-11bd-b23e-10b96e40000d"),
                 Some("9774D56D682E549C")
             )
+        );
+    }
+
+    #[test]
+    fn start_is_an_install_in_any_letter_case_unless_is_reengagement_is_set() {
+        let p = accepted(parse(&json(INSTALL_START)));
+        assert_eq!(
+            (p.kind, p.event_name.as_deref()),
+            (EventKind::Install, Some("__START__"))
+        );
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("AppLovin".into()),
+                campaign: Some("iOS_US_Puzzle_Q3".into()),
+                adgroup: Some("Rewarded US".into()),
+                ad: Some("playable_v9".into()),
+            },
+            "an empty cid leaves campaign to `campaign`"
+        );
+        assert_eq!(p.event_time, Utc.timestamp_opt(1_717_236_000, 0).single());
+        for name in ["__start__", "__Start__"] {
+            let p = accepted(parse(&with(json(INSTALL_START), "event_name", name)));
+            assert_eq!(p.kind, EventKind::Install, "{name}");
+        }
+        for flag in [
+            json!(0),
+            json!("0"),
+            json!(false),
+            json!("false"),
+            json!(null),
+        ] {
+            let fields = with(json(INSTALL_START), "is_reengagement", flag.clone());
+            assert_eq!(
+                accepted(parse(&fields)).kind,
+                EventKind::Install,
+                "is_reengagement={flag}"
+            );
+        }
+        let p = accepted(parse(&json(REENGAGEMENT_START)));
+        assert_eq!(
+            (p.kind, p.event_name.as_deref()),
+            (EventKind::Event, Some("__START__"))
+        );
+        for flag in [json!(1), json!(true), json!("true"), json!(" TRUE ")] {
+            let fields = with(json(INSTALL_START), "is_reengagement", flag.clone());
+            assert_eq!(
+                accepted(parse(&fields)).kind,
+                EventKind::Event,
+                "is_reengagement={flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn braze_id_is_read_from_a_json_string_of_arguments_before_custom_user_id() {
+        let p = accepted(parse(&json(BRAZE_IN_ARGUMENTS)));
+        assert_eq!(
+            p.ids.user_id.as_deref(),
+            Some("1c9e7a52-3f0b-4d86-9a21-6b4e8d0c2f17")
+        );
+        assert_eq!(p.kind, EventKind::Install);
+    }
+
+    #[test]
+    fn braze_id_is_read_from_an_event_arguments_object() {
+        let p = accepted(parse(&json(BRAZE_IN_EVENT_ARGUMENTS)));
+        assert_eq!(
+            p.ids.user_id.as_deref(),
+            Some("1c9e7a52-3f0b-4d86-9a21-6b4e8d0c2f17")
+        );
+        assert_eq!(
+            (p.kind, p.event_name.as_deref()),
+            (EventKind::Event, Some("level_complete"))
+        );
+    }
+
+    #[test]
+    fn top_level_braze_id_wins_and_unusable_arguments_are_ignored() {
+        let fields = with(json(BRAZE_IN_ARGUMENTS), "appboyUserID", "braze-top");
+        assert_eq!(
+            accepted(parse(&fields)).ids.user_id.as_deref(),
+            Some("braze-top")
+        );
+        for arguments in [
+            json!("{not json"),
+            json!("[1,2]"),
+            json!(["x"]),
+            json!({"appboyUserID": "{APPBOYUSERID}"}),
+            json!({"appboyUserID": null}),
+            json!({"braze": "x"}),
+        ] {
+            let fields = with(json(BRAZE_IN_ARGUMENTS), "arguments", arguments.clone());
+            assert_eq!(
+                accepted(parse(&fields)).ids.user_id.as_deref(),
+                Some("cust-70021"),
+                "arguments={arguments}"
+            );
+        }
+        let fields = with(
+            json(BRAZE_IN_ARGUMENTS),
+            "arguments",
+            json!({ "appboyUserID": long_text(300) }),
+        );
+        assert_eq!(
+            parse(&fields),
+            Verdict::Invalid(Invalid::TooLong {
+                field: "user_id",
+                key: "arguments.appboyUserID".into()
+            })
         );
     }
 
