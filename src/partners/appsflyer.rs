@@ -112,6 +112,8 @@ mod tests {
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/appsflyer/raw_macros.json");
     const RAW_MACROS_QUERY: &str = include_str!("../../tests/fixtures/appsflyer/raw_macros.query");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/appsflyer/no_identifier.json");
+    const INSTALL_RESTRICTED: &str =
+        include_str!("../../tests/fixtures/appsflyer/install_restricted.json");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/webhook.json");
 
     #[test]
@@ -447,6 +449,25 @@ mod tests {
             Some("6D92078A-8246-4BA4-AE5B-76104861E7DC")
         );
         assert_eq!(p.ids.user_id.as_deref(), Some("Cust-Mixed-Case"));
+    }
+
+    /// Passes on the code before issue 10 too: it pins that a `restricted` install
+    /// (a network that forbids sharing its data) stays a paid install.
+    #[test]
+    fn restricted_install_without_campaign_fields_is_a_paid_install() {
+        let p = accepted(parse(&json(INSTALL_RESTRICTED)));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("restricted".into()),
+                ..Segments::default()
+            }
+        );
+        assert_eq!(
+            p.ids.user_id.as_deref(),
+            Some("e4d3c2b1-a098-4f7e-8d6c-5b4a39281706")
+        );
+        assert_eq!(p.kind, EventKind::Install);
     }
 
     proptest! {
