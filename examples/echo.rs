@@ -10,7 +10,7 @@ use axum::http::{Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
-use postback_gateway::partners::{self, InputFormat, Method, PartnerId, Verdict};
+use postback_gateway::partners::{self, Decision, Method, PartnerId};
 use serde_json::json;
 
 async fn receive(
@@ -27,27 +27,18 @@ async fn receive(
     } else {
         Method::Post
     };
-    let Some(format) = partner.input(method) else {
+    let query = query.unwrap_or_default();
+    let Some(delivery) = partners::read(partner, method, &query, &body) else {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     };
-    let query = query.unwrap_or_default();
-    let decoded = match format {
-        InputFormat::Query => Ok(partners::decode_form(query.as_bytes())),
-        InputFormat::FormBody => Ok(partners::decode_form(&body)),
-        InputFormat::JsonBody => partners::decode_json(&body),
-    };
-    let Ok(mut fields) = decoded else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    fields.remove(partners::API_KEY_FIELD);
-    partners::sanitize(&mut fields);
-    match partner.parse(&fields) {
-        Verdict::Accepted(_) => {
-            let _dedupe = partners::payload_hash(partner, &fields);
+    match delivery.decision {
+        Decision::Accepted(_) => {
             Json(json!({"status": "accepted", "event_id": uuid::Uuid::now_v7()})).into_response()
         }
-        Verdict::Organic => Json(json!({"status": "ignored", "reason": "organic"})).into_response(),
-        Verdict::Invalid(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Decision::Organic(_) => {
+            Json(json!({"status": "ignored", "reason": "organic"})).into_response()
+        }
+        Decision::Invalid(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }
 

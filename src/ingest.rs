@@ -1,17 +1,16 @@
-//! One postback, start to finish: authenticate → quota → decode → parse → record.
-//! No HTTP types here; the handler turns [`IngestReply`] into a response.
+//! One postback, start to finish: read (`partners::read`) → authenticate → quota →
+//! record. No HTTP types here; the handler turns [`IngestReply`] into a response.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{ApiKey, AppId, NewEvent};
 use crate::keys::{Caller, KeyCache};
-use crate::partners::{self, Fields, InputFormat, Invalid, Method, PartnerId, Verdict};
+use crate::partners::{self, Accepted, Decision, Invalid, Method, PartnerId};
 use crate::quota::{Quota, QuotaDecision, RateInfo};
 use crate::store::{CounterDelta, RecordOutcome};
 use crate::writer::{WriteError, Writer};
@@ -67,22 +66,6 @@ impl IngestError {
     }
 }
 
-/// Longest partner id kept verbatim in a dedupe key. The key is in a unique index, and
-/// PostgreSQL cannot index an entry over ~2.7 kB (a longer incompressible Branch `id`
-/// failed the insert with a 500); longer ids are hashed, which keeps them unique and
-/// leaves the keys of ordinary ids unchanged.
-const MAX_VERBATIM_ID_BYTES: usize = 256;
-
-/// The dedupe key of a delivery: the partner's own id where it sends one, else a hash
-/// of the payload.
-fn dedupe_key(partner: PartnerId, partner_event_id: Option<&str>, fields: &Fields) -> String {
-    match partner_event_id {
-        Some(id) if id.len() <= MAX_VERBATIM_ID_BYTES => format!("id:{id}"),
-        Some(id) => format!("id-sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
-        None => partners::payload_hash(partner, fields),
-    }
-}
-
 impl Outcome {
     pub fn verdict(&self) -> &'static str {
         match self {
@@ -125,7 +108,7 @@ impl Ingestor {
         }
     }
 
-    #[tracing::instrument(name = "ingest", skip_all, fields(partner = %req.partner, app_id, verdict))]
+    #[tracing::instrument(name = "ingest", skip_all, fields(partner = %req.partner, app_id, verdict, reason))]
     pub async fn handle(&self, req: PostbackRequest<'_>) -> IngestReply {
         let mut reply = IngestReply {
             result: Err(IngestError::Internal),
@@ -148,30 +131,11 @@ impl Ingestor {
         app_id: &mut Option<AppId>,
     ) -> Result<Outcome, IngestError> {
         let partner = req.partner;
-        let format = partner
-            .input(req.method)
+        let delivery = partners::read(partner, req.method, req.query, req.body)
             .ok_or(IngestError::MethodNotAllowed { partner })?;
-        let query = partners::decode_form(req.query.as_bytes());
-        let decoded = match format {
-            InputFormat::Query => Ok(query.clone()),
-            InputFormat::FormBody => {
-                // Body fields win over query fields of the same name.
-                let mut fields = partners::decode_form(req.body);
-                for (k, v) in &query {
-                    fields.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-                Ok(fields)
-            }
-            InputFormat::JsonBody => partners::decode_json(req.body),
-        };
 
         let caller = self
-            .authenticate(
-                req.header_key,
-                &query,
-                decoded.as_ref().ok(),
-                req.received_at,
-            )
+            .authenticate(req.header_key, delivery.api_key.as_ref(), req.received_at)
             .await?;
         *app_id = Some(caller.app_id);
         tracing::Span::current().record("app_id", tracing::field::display(caller.app_id));
@@ -189,57 +153,46 @@ impl Ingestor {
             }
         }
 
-        let verdict = match decoded {
-            Ok(mut fields) => {
-                fields.remove(partners::API_KEY_FIELD);
-                partners::sanitize(&mut fields);
-                (partner.parse(&fields), fields)
-            }
-            Err(invalid) => (Verdict::Invalid(invalid), Fields::new()),
-        };
-        match verdict {
-            (Verdict::Accepted(postback), fields) => {
-                let dedupe_key = dedupe_key(partner, postback.partner_event_id.as_deref(), &fields);
+        match delivery.decision {
+            Decision::Accepted(accepted) => {
+                let Accepted {
+                    postback,
+                    dedupe_key,
+                    raw,
+                } = *accepted;
                 let event = NewEvent {
                     app_id: caller.app_id,
                     partner,
-                    postback: *postback,
+                    postback,
                     dedupe_key,
-                    raw: Value::Object(fields),
+                    raw: Value::Object(raw),
                     received_at: req.received_at,
                 };
                 self.record(event).await
             }
-            (Verdict::Organic, _) => {
+            Decision::Organic(reason) => {
+                tracing::Span::current().record("reason", tracing::field::display(reason));
                 self.count(caller, partner, 1, 0).await;
                 Ok(Outcome::Organic)
             }
-            (Verdict::Invalid(invalid), _) => {
+            Decision::Invalid(invalid) => {
                 self.count(caller, partner, 0, 1).await;
                 Err(IngestError::Invalid(invalid))
             }
         }
     }
 
-    /// Key from, in order: the `X-Api-Key` header, the `api_key` query parameter, the
-    /// `api_key` payload field.
+    /// Key from, in order: the `X-Api-Key` header, then the key the request itself
+    /// carried (the `api_key` query parameter, then the `api_key` payload field).
     async fn authenticate(
         &self,
         header_key: Option<&str>,
-        query: &Fields,
-        payload: Option<&Fields>,
+        request_key: Option<&ApiKey>,
         now: DateTime<Utc>,
     ) -> Result<Caller, IngestError> {
-        let field_key = |fields: Option<&Fields>| {
-            fields
-                .and_then(|f| f.get(partners::API_KEY_FIELD))
-                .and_then(Value::as_str)
-                .and_then(ApiKey::presented)
-        };
         let key = header_key
             .and_then(ApiKey::presented)
-            .or_else(|| field_key(Some(query)))
-            .or_else(|| field_key(payload))
+            .or_else(|| request_key.cloned())
             .ok_or(IngestError::Unauthorized)?;
         match self.keys.authenticate(&key, now).await {
             Ok(Some(caller)) => Ok(caller),
@@ -272,34 +225,5 @@ impl Ingestor {
                 rejected,
             })
             .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dedupe_keys_stay_short_enough_to_index_whatever_the_partner_id() {
-        let fields = Fields::new();
-        let short = "1250087741902387201";
-        assert_eq!(
-            dedupe_key(PartnerId::Branch, Some(short), &fields),
-            format!("id:{short}"),
-            "ordinary ids are kept verbatim (existing keys do not change)"
-        );
-        let long_a = "a".repeat(10_000);
-        let long_b = format!("{}b", "a".repeat(9_999));
-        let key_a = dedupe_key(PartnerId::Branch, Some(&long_a), &fields);
-        let key_b = dedupe_key(PartnerId::Branch, Some(&long_b), &fields);
-        assert!(key_a.len() < 100, "{key_a}");
-        assert_ne!(key_a, key_b, "different ids, different keys");
-        assert_eq!(key_a, dedupe_key(PartnerId::Branch, Some(&long_a), &fields));
-        let limit = "x".repeat(MAX_VERBATIM_ID_BYTES);
-        assert_eq!(
-            dedupe_key(PartnerId::Branch, Some(&limit), &fields),
-            format!("id:{limit}")
-        );
-        assert!(dedupe_key(PartnerId::Kochava, None, &fields).starts_with("sha256:"));
     }
 }

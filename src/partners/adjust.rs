@@ -4,7 +4,7 @@
 //! `tracker_name` is `Organic`. No unique id: deduped by payload hash.
 
 use super::normalize::{clean, event_kind, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Query string to paste into Adjust's callback URL: each key carries the placeholder of
@@ -31,12 +31,8 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&user_agent={user_agent}",
 );
 
-/// What the registry needs to know about Adjust.
-pub const PARTNER: Partner = Partner {
-    id: "adjust",
-    name: "Adjust",
-    get: Some(InputFormat::Query),
-    post: None,
+/// The parser side of Adjust (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: Some(QUERY_TEMPLATE),
     parse,
@@ -44,7 +40,7 @@ pub const PARTNER: Partner = Partner {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic = p.is_marked(&["network_name", "tracker_name"], &["organic"]);
+    p.organic_marker(&["network_name", "tracker_name"], &["organic"]);
     let tracker = p.value(&["tracker_name"]).unwrap_or_default();
     // At most four levels; anything after a fourth `::` stays in the creative.
     let mut levels: [Option<String>; 4] = Default::default();
@@ -78,7 +74,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["user_agent"]),
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Adjust, organic, postback)
+    p.verdict(PartnerId::Adjust, postback)
 }
 
 /// The `*_name` value, else the matching `tracker_name` level (capped like any segment).
@@ -111,6 +107,8 @@ mod tests {
     const PURCHASE_EVENT: &str = include_str!("../../tests/fixtures/adjust/purchase_event.query");
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/adjust/raw_macros.query");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/adjust/no_identifier.query");
+    const UPPER_CASE_GPS_ADID: &str =
+        include_str!("../../tests/fixtures/adjust/install_android_upper_case_gps_adid.query");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/affiliate.query");
 
     #[test]
@@ -233,19 +231,16 @@ mod tests {
         );
         let p = accepted(parse(&with(base.clone(), "tracker_name", "a::b::c::d::e")));
         assert_eq!(p.segments.ad.as_deref(), Some("d::e"));
-        assert_eq!(
-            parse(&with(base, "tracker_name", ":: :: ::")),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(base, "tracker_name", ":: :: ::")));
     }
 
     #[test]
     fn organic_network_or_tracker_is_organic_in_any_letter_case() {
-        assert_eq!(parse(&query(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&query(ORGANIC)));
         for key in ["network_name", "tracker_name"] {
             for value in ["Organic", "organic", "ORGANIC"] {
                 let fields = with(query(INSTALL_ANDROID), key, value);
-                assert_eq!(parse(&fields), Verdict::Organic, "{key}={value}");
+                assert_organic!(parse(&fields), "{key}={value}");
             }
         }
     }
@@ -273,7 +268,7 @@ mod tests {
     #[test]
     fn install_without_segments_is_organic() {
         let fields = query("activity_kind=install&network_name=&campaign_name=&tracker_name=&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d");
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -359,10 +354,11 @@ mod tests {
 
     #[test]
     fn organic_wins_over_an_over_long_value() {
-        assert_eq!(
-            parse(&with(query(ORGANIC), "campaign_name", long_text(300))),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(
+            query(ORGANIC),
+            "campaign_name",
+            long_text(300)
+        )));
     }
 
     #[test]
@@ -402,6 +398,35 @@ mod tests {
         for (key, value) in query(QUERY_TEMPLATE) {
             assert_eq!(value, format!("{{{key}}}"));
         }
+    }
+
+    #[test]
+    fn google_advertising_id_is_stored_lower_case_and_other_ids_keep_their_case() {
+        let p = accepted(parse(&query(UPPER_CASE_GPS_ADID)));
+        assert_eq!(
+            p.ids,
+            Identifiers {
+                user_id: Some("B7c2E1d4-5a6b-4978-8a1b-2c3d4e5f6a7b".into()),
+                google_aid: Some("7e6d5c4b-3a29-4817-9f6e-5d4c3b2a1908".into()),
+                android_id: Some("9774D56D682E549C".into()),
+                partner_device_id: Some("5D6E7F8091A2B3C4D5E6F708192A3B4C".into()),
+                ..Identifiers::default()
+            }
+        );
+        let fields = with(
+            query(REINSTALL_IOS),
+            "idfa",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        );
+        let fields = with(fields, "idfv", "e2c1b0a9-8f7e-4d6c-b5a4-93827160f5e4");
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            (p.ids.idfa.as_deref(), p.ids.idfv.as_deref()),
+            (
+                Some("6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+                Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4")
+            )
+        );
     }
 
     proptest! {

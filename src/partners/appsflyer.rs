@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
-use super::normalize::{event_kind, text, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::normalize::{embedded_object, event_kind, text, Picker};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Query string for a GET postback, in `{key}` macro style. AppsFlyer documents no macro
@@ -36,12 +36,8 @@ pub const QUERY_TEMPLATE: &str = concat!(
 /// Keys inside `custom_data` that carry the Braze user, in priority order.
 const CUSTOM_DATA_USER_KEYS: &[&str] = &["brazeCustomerId", "brazeDeviceId", "customData"];
 
-/// What the registry needs to know about AppsFlyer.
-pub const PARTNER: Partner = Partner {
-    id: "appsflyer",
-    name: "AppsFlyer",
-    get: Some(InputFormat::Query),
-    post: Some(InputFormat::JsonBody),
+/// The parser side of AppsFlyer (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: Some(QUERY_TEMPLATE),
     parse,
@@ -49,7 +45,7 @@ pub const PARTNER: Partner = Partner {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic = p.is_marked(
+    p.organic_marker(
         &["media_source", "campaign_type", "af_status"],
         &["organic"],
     );
@@ -81,24 +77,12 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["user_agent"]),
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Appsflyer, organic, postback)
+    p.verdict(PartnerId::Appsflyer, postback)
 }
 
 /// The first Braze user key inside `custom_data` (a JSON object, or a string holding one).
 fn custom_data_user(custom_data: Option<&Value>) -> Option<(&'static str, String)> {
-    let parsed;
-    let map = match custom_data? {
-        Value::Object(map) => map,
-        Value::String(s) => {
-            // Its escapes decode only here, after `sanitize` saw the delivery: a `\u0000`
-            // in the string is a NUL now, so clean the document the same way.
-            let mut map = serde_json::from_str::<Fields>(s).ok()?;
-            super::sanitize(&mut map);
-            parsed = map;
-            &parsed
-        }
-        _ => return None,
-    };
+    let map = embedded_object(custom_data?)?;
     CUSTOM_DATA_USER_KEYS
         .iter()
         .find_map(|&key| map.get(key).and_then(text).map(|v| (key, v)))
@@ -128,6 +112,8 @@ mod tests {
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/appsflyer/raw_macros.json");
     const RAW_MACROS_QUERY: &str = include_str!("../../tests/fixtures/appsflyer/raw_macros.query");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/appsflyer/no_identifier.json");
+    const INSTALL_RESTRICTED: &str =
+        include_str!("../../tests/fixtures/appsflyer/install_restricted.json");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/webhook.json");
 
     #[test]
@@ -286,11 +272,11 @@ mod tests {
 
     #[test]
     fn organic_marker_in_any_of_its_keys_is_organic_in_any_letter_case() {
-        assert_eq!(parse(&json(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&json(ORGANIC)));
         for key in ["media_source", "campaign_type", "af_status"] {
             for value in ["organic", "Organic", "ORGANIC"] {
                 let fields = with(json(INSTALL_ANDROID), key, value);
-                assert_eq!(parse(&fields), Verdict::Organic, "{key}={value}");
+                assert_organic!(parse(&fields), "{key}={value}");
             }
         }
     }
@@ -314,7 +300,7 @@ mod tests {
             fields.insert(key.into(), Value::Null);
         }
         fields.insert("af_ad".into(), "".into());
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -403,10 +389,7 @@ mod tests {
 
     #[test]
     fn organic_wins_over_an_over_long_value() {
-        assert_eq!(
-            parse(&with(json(ORGANIC), "campaign", long_text(300))),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(json(ORGANIC), "campaign", long_text(300))));
     }
 
     #[test]
@@ -435,6 +418,56 @@ mod tests {
         for (key, value) in query(QUERY_TEMPLATE) {
             assert_eq!(value, format!("{{{key}}}"));
         }
+    }
+
+    #[test]
+    fn ids_get_their_canonical_letter_case() {
+        let fields = with(
+            json(INSTALL_ANDROID),
+            "advertising_id",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            p.ids.google_aid.as_deref(),
+            Some("38400000-8cf0-11bd-b23e-10b96e40000d")
+        );
+        assert_eq!(
+            p.ids.partner_device_id.as_deref(),
+            Some("1714644931000-4412908")
+        );
+        let fields = with(
+            query(INSTALL_IOS),
+            "idfa",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        );
+        let fields = with(fields, "customer_user_id", "Cust-Mixed-Case");
+        let fields = with(fields, "custom_data", json!({}));
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            p.ids.idfa.as_deref(),
+            Some("6D92078A-8246-4BA4-AE5B-76104861E7DC")
+        );
+        assert_eq!(p.ids.user_id.as_deref(), Some("Cust-Mixed-Case"));
+    }
+
+    /// Passes on the code before issue 10 too: it pins that a `restricted` install
+    /// (a network that forbids sharing its data) stays a paid install.
+    #[test]
+    fn restricted_install_without_campaign_fields_is_a_paid_install() {
+        let p = accepted(parse(&json(INSTALL_RESTRICTED)));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("restricted".into()),
+                ..Segments::default()
+            }
+        );
+        assert_eq!(
+            p.ids.user_id.as_deref(),
+            Some("e4d3c2b1-a098-4f7e-8d6c-5b4a39281706")
+        );
+        assert_eq!(p.kind, EventKind::Install);
     }
 
     proptest! {

@@ -4,15 +4,11 @@
 //! Dedupe id: the top-level `id` (string or number), kept as `partner_event_id`.
 
 use super::normalize::{event_kind, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
-/// What the registry needs to know about Branch.
-pub const PARTNER: Partner = Partner {
-    id: "branch",
-    name: "Branch",
-    get: None,
-    post: Some(InputFormat::JsonBody),
+/// The parser side of Branch (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: None,
     parse,
@@ -20,7 +16,7 @@ pub const PARTNER: Partner = Partner {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::with_paths(fields);
-    let organic = p.is_marked(&["attributed"], &["false"]);
+    p.organic_marker(&["attributed"], &["false"]);
     let event_name = p.canonical("event_name", &["name"]);
     let postback = Postback {
         kind: event_kind(event_name.as_deref()),
@@ -63,7 +59,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["user_data.user_agent"]),
         partner_event_id: p.value(&["id"]),
     };
-    p.verdict(PartnerId::Branch, organic, postback)
+    p.verdict(PartnerId::Branch, postback)
 }
 
 #[cfg(test)]
@@ -215,7 +211,7 @@ mod tests {
 
     #[test]
     fn attributed_false_is_organic_even_with_a_stale_latd() {
-        assert_eq!(parse(&json(ORGANIC_STALE_LATD)), Verdict::Organic);
+        assert_organic!(parse(&json(ORGANIC_STALE_LATD)));
         for attributed in [
             json!(false),
             json!("false"),
@@ -223,7 +219,7 @@ mod tests {
             json!(" FALSE "),
         ] {
             let fields = with(json(DOCS_EXAMPLE), "attributed", attributed.clone());
-            assert_eq!(parse(&fields), Verdict::Organic, "attributed={attributed}");
+            assert_organic!(parse(&fields), "attributed={attributed}");
         }
         for attributed in [
             json!(true),
@@ -239,13 +235,13 @@ mod tests {
 
     #[test]
     fn install_without_latd_is_organic() {
-        assert_eq!(parse(&json(INSTALL_WITHOUT_LATD)), Verdict::Organic);
+        assert_organic!(parse(&json(INSTALL_WITHOUT_LATD)));
         let fields = with(
             json(DOCS_EXAMPLE),
             LATD,
             json!({"~feature": "marketing", "~tags": []}),
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -299,7 +295,7 @@ mod tests {
             r#"{"name":"INSTALL","~channel":"AppLovin","user_data.aaid":"38400000-8cf0-11bd-b23e-10b96e40000d",
                 "user_data":"not an object","custom_data":{"~channel":"AppLovin"}}"#,
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -339,7 +335,7 @@ mod tests {
     #[test]
     fn organic_wins_over_an_over_long_value() {
         let fields = with_nested(json(ORGANIC_STALE_LATD), LATD, "~campaign", long_text(300));
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -376,10 +372,45 @@ mod tests {
     #[test]
     fn a_null_id_is_still_a_branch_key() {
         let fields = json(r#"{"id":null}"#);
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
+        assert_organic!(parse(&with(Fields::new(), "attributed", Value::Null)));
+    }
+
+    #[test]
+    fn ids_get_their_canonical_letter_case() {
+        let fields = with_nested(
+            json(INSTALL_IOS),
+            "user_data",
+            "idfa",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        );
+        let fields = with_nested(
+            fields,
+            "user_data",
+            "idfv",
+            "e2c1b0a9-8f7e-4d6c-b5a4-93827160f5e4",
+        );
+        let p = accepted(parse(&fields));
         assert_eq!(
-            parse(&with(Fields::new(), "attributed", Value::Null)),
-            Verdict::Organic
+            (p.ids.idfa.as_deref(), p.ids.idfv.as_deref()),
+            (
+                Some("6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+                Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4")
+            )
+        );
+        assert_eq!(
+            p.ids.partner_device_id.as_deref(),
+            Some("98aa7f1d5ad0c4c8e7a2b6d1f0e3c9b84a7d6e5f")
+        );
+        let fields = with_nested(
+            json(DOCS_EXAMPLE),
+            "user_data",
+            "aaid",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        assert_eq!(
+            accepted(parse(&fields)).ids.google_aid.as_deref(),
+            Some("38400000-8cf0-11bd-b23e-10b96e40000d")
         );
     }
 

@@ -1,21 +1,18 @@
 //! Kochava certified postback, partners.md §7: a POST JSON body (key names inferred from
-//! Kochava's macro vocabulary). `site_id` `none-provided` counts as absent. Organic:
+//! Kochava's macro vocabulary). Source falls back to `network`, then `publisher`;
+//! `site_id` `none-provided` counts as absent. Organic:
 //! `network_name` or `network` is `organic` or `unattributed` (Delivery Method "All" sends
 //! those too). No unique id: deduped by payload hash.
 
 use super::normalize::{event_kind, is_marker, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Kochava's placeholder for a site id the network did not pass.
 const NO_SITE_ID: &str = "none-provided";
 
-/// What the registry needs to know about Kochava.
-pub const PARTNER: Partner = Partner {
-    id: "kochava",
-    name: "Kochava",
-    get: None,
-    post: Some(InputFormat::JsonBody),
+/// The parser side of Kochava (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: None,
     parse,
@@ -23,13 +20,13 @@ pub const PARTNER: Partner = Partner {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic = p.is_marked(&["network_name", "network"], &["organic", "unattributed"]);
+    p.organic_marker(&["network_name", "network"], &["organic", "unattributed"]);
     let event_name = p.canonical("event_name", &["event_name", "attribution_action"]);
     let postback = Postback {
         kind: event_kind(event_name.as_deref()),
         event_name,
         segments: Segments {
-            source: p.canonical("source", &["network_name", "network"]),
+            source: p.canonical("source", &["network_name", "network", "publisher"]),
             campaign: p.canonical("campaign", &["campaign_name", "campaign"]),
             adgroup: p
                 .canonical("adgroup", &["site_id"])
@@ -49,7 +46,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["device_ua"]),
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Kochava, organic, postback)
+    p.verdict(PartnerId::Kochava, postback)
 }
 
 #[cfg(test)]
@@ -72,12 +69,15 @@ mod tests {
     const PURCHASE_EVENT: &str = include_str!("../../tests/fixtures/kochava/purchase_event.json");
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/kochava/raw_macros.json");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/kochava/no_identifier.json");
+    const PUBLISHER_ONLY: &str =
+        include_str!("../../tests/fixtures/kochava/install_publisher_only.json");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/webhook.json");
 
     /// Every key the Kochava table names, for the property tests.
     const KEYS: &[&str] = &[
         "network_name",
         "network",
+        "publisher",
         "campaign_name",
         "campaign",
         "site_id",
@@ -188,12 +188,12 @@ mod tests {
 
     #[test]
     fn unattributed_and_organic_networks_are_organic_in_any_letter_case() {
-        assert_eq!(parse(&json(UNATTRIBUTED)), Verdict::Organic);
-        assert_eq!(parse(&json(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&json(UNATTRIBUTED)));
+        assert_organic!(parse(&json(ORGANIC)));
         for key in ["network_name", "network"] {
             for value in ["organic", "Organic", "UNATTRIBUTED", "Unattributed"] {
                 let fields = with(json(INSTALL_ANDROID), key, value);
-                assert_eq!(parse(&fields), Verdict::Organic, "{key}={value}");
+                assert_organic!(parse(&fields), "{key}={value}");
             }
         }
     }
@@ -215,7 +215,7 @@ mod tests {
         let fields = json(
             r#"{"event_name":"_install","network_name":"","campaign_name":null,"site_id":"none-provided","creative_id":"{creative_id}","kochava_device_id":"KA1"}"#,
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -292,10 +292,11 @@ mod tests {
 
     #[test]
     fn organic_wins_over_an_over_long_value() {
-        assert_eq!(
-            parse(&with(json(UNATTRIBUTED), "campaign_name", long_text(300))),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(
+            json(UNATTRIBUTED),
+            "campaign_name",
+            long_text(300)
+        )));
     }
 
     #[test]
@@ -316,6 +317,64 @@ mod tests {
         let expected = Verdict::Invalid(Invalid::NoPartnerFields(PartnerId::Kochava));
         assert_eq!(parse(&json(UNRELATED)), expected);
         assert_eq!(parse(&Fields::new()), expected);
+    }
+
+    #[test]
+    fn ids_get_their_canonical_letter_case() {
+        let fields = with(
+            json(DOCS_EXAMPLE),
+            "idfa",
+            "4e5f6a7b-8c9d-4e0f-a1b2-c3d4e5f6a7b8",
+        );
+        let p = accepted(parse(&with(
+            fields,
+            "idfv",
+            "e2c1b0a9-8f7e-4d6c-b5a4-93827160f5e4",
+        )));
+        assert_eq!(
+            (p.ids.idfa.as_deref(), p.ids.idfv.as_deref()),
+            (
+                Some("4E5F6A7B-8C9D-4E0F-A1B2-C3D4E5F6A7B8"),
+                Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4")
+            )
+        );
+        let fields = with(
+            json(INSTALL_ANDROID),
+            "adid",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            p.ids.google_aid.as_deref(),
+            Some("38400000-8cf0-11bd-b23e-10b96e40000d")
+        );
+        assert_eq!(
+            p.ids.partner_device_id.as_deref(),
+            Some("KA6B8E2F1C07D24E3A9B6C1D0E8F7A6B5C9"),
+            "partner device ids keep their case"
+        );
+    }
+
+    #[test]
+    fn publisher_is_the_last_fallback_for_source() {
+        let p = accepted(parse(&json(PUBLISHER_ONLY)));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("Moloco".into()),
+                campaign: Some("KO_Android_US_RTB".into()),
+                adgroup: None,
+                ad: None,
+            }
+        );
+        let p = accepted(parse(&with(json(PUBLISHER_ONLY), "network", "AppLovin")));
+        assert_eq!(p.segments.source.as_deref(), Some("AppLovin"));
+        let p = accepted(parse(&with(
+            json(PUBLISHER_ONLY),
+            "network_name",
+            "Liftoff",
+        )));
+        assert_eq!(p.segments.source.as_deref(), Some("Liftoff"));
     }
 
     proptest! {

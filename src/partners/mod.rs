@@ -1,14 +1,15 @@
-//! The partner registry: one closed enum, how each partner sends its fields, and the
-//! dispatch to one pure parser per partner (`partners/<partner>.rs`).
-//! Parsers see decoded [`Fields`] and return a [`Verdict`]; no I/O, no clock, no HTTP.
+//! Reading one postback request ([`read`]: decode, API key, parse, dedupe key) and the
+//! dispatch to one pure parser per partner (`partners/<partner>.rs`). Parsers see decoded
+//! [`Fields`] and return a [`Verdict`]; no I/O, no clock, no HTTP. The partner ids and
+//! their method table are domain types, re-exported here.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::domain::Postback;
+use crate::domain::{ApiKey, Postback};
+pub use crate::domain::{InputFormat, Method, PartnerId, UnknownPartner};
 
 pub mod normalize;
 
@@ -25,42 +26,33 @@ pub type Fields = Map<String, Value>;
 /// The field that may carry the API key inside a payload; never stored.
 pub const API_KEY_FIELD: &str = "api_key";
 
-/// Every partner we accept postbacks from. Its string is the URL segment, the file
-/// name of its parser and the value stored in the `partner` columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PartnerId {
-    Kochava,
-    Tune,
-    Appsflyer,
-    Adjust,
-    Singular,
-    Branch,
-}
-
-/// The HTTP methods a postback can arrive with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Post,
-}
-
-/// Where a partner's fields travel for a given method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputFormat {
-    /// The URL query string, decoded as a form.
-    Query,
-    /// A form-encoded POST body (plus the query string).
-    FormBody,
-    /// A POST body holding one JSON object.
-    JsonBody,
-}
-
 /// What a parser decided about one delivery (partners.md §1, "Outcome").
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Accepted(Box<Postback>),
-    Organic,
+    Organic(Organic),
     Invalid(Invalid),
+}
+
+/// Why a delivery is organic: which rule decided, for logs and operators. The caller
+/// is only ever told `organic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Organic {
+    /// A partner's organic marker matched: `key` held `value` (as sent, trimmed).
+    Marker { key: &'static str, value: String },
+    /// Source, campaign, adgroup and ad are all absent: nothing to credit.
+    NothingToCredit,
+}
+
+impl fmt::Display for Organic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Organic::Marker { key, value } => write!(f, "organic: {key} is {value:?}"),
+            Organic::NothingToCredit => {
+                f.write_str("organic: no source, campaign, adgroup or ad to credit")
+            }
+        }
+    }
 }
 
 /// Why a delivery was rejected with 400; the message is shown to the caller.
@@ -78,22 +70,10 @@ pub enum Invalid {
     TooLong { field: &'static str, key: String },
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("unknown partner")]
-pub struct UnknownPartner;
-
-/// Everything the server needs to know about one partner. Each partner file declares
-/// its own `pub const PARTNER`; adding a partner is that file, a [`PartnerId`]
-/// variant and one arm in [`PartnerId::spec`].
-pub struct Partner {
-    /// URL segment, stored value and file name.
-    pub id: &'static str,
-    /// Human name for pages and printouts.
-    pub name: &'static str,
-    /// How fields travel in a GET; `None` answers 405.
-    pub get: Option<InputFormat>,
-    /// How fields travel in a POST; `None` answers 405.
-    pub post: Option<InputFormat>,
+/// What the registry needs to know about one partner's parser. Each partner file
+/// declares its own `pub const PARSER`; the partner's id, name and methods are in the
+/// method table of [`PartnerId`] (`domain/partner_id.rs`).
+pub struct Parser {
     /// Fields that change between retries of one delivery and so stay out of its hash.
     pub volatile_fields: &'static [&'static str],
     /// For GET partners: the query string to paste into the partner's dashboard, each
@@ -103,84 +83,121 @@ pub struct Partner {
     pub parse: fn(&Fields) -> Verdict,
 }
 
+/// The parser side of a partner; its id, name and methods are in `domain`.
 impl PartnerId {
-    pub const ALL: [PartnerId; 6] = [
-        PartnerId::Kochava,
-        PartnerId::Tune,
-        PartnerId::Appsflyer,
-        PartnerId::Adjust,
-        PartnerId::Singular,
-        PartnerId::Branch,
-    ];
-
-    pub fn spec(self) -> &'static Partner {
+    fn parser(self) -> &'static Parser {
         match self {
-            PartnerId::Kochava => &kochava::PARTNER,
-            PartnerId::Tune => &tune::PARTNER,
-            PartnerId::Appsflyer => &appsflyer::PARTNER,
-            PartnerId::Adjust => &adjust::PARTNER,
-            PartnerId::Singular => &singular::PARTNER,
-            PartnerId::Branch => &branch::PARTNER,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.spec().id
-    }
-
-    pub fn display_name(self) -> &'static str {
-        self.spec().name
-    }
-
-    /// How this partner sends its fields with `method`; `None` means 405.
-    pub fn input(self, method: Method) -> Option<InputFormat> {
-        match method {
-            Method::Get => self.spec().get,
-            Method::Post => self.spec().post,
-        }
-    }
-
-    /// Methods accepted, for the `Allow` header of a 405.
-    pub fn allowed_methods(self) -> &'static str {
-        match (self.spec().get, self.spec().post) {
-            (Some(_), Some(_)) => "GET, POST",
-            (Some(_), None) => "GET",
-            _ => "POST",
+            PartnerId::Kochava => &kochava::PARSER,
+            PartnerId::Tune => &tune::PARSER,
+            PartnerId::Appsflyer => &appsflyer::PARSER,
+            PartnerId::Adjust => &adjust::PARSER,
+            PartnerId::Singular => &singular::PARSER,
+            PartnerId::Branch => &branch::PARSER,
         }
     }
 
     pub fn volatile_fields(self) -> &'static [&'static str] {
-        self.spec().volatile_fields
+        self.parser().volatile_fields
     }
 
     pub fn query_template(self) -> Option<&'static str> {
-        self.spec().query_template
+        self.parser().query_template
     }
 
     pub fn parse(self, fields: &Fields) -> Verdict {
-        (self.spec().parse)(fields)
+        (self.parser().parse)(fields)
     }
 }
 
-impl fmt::Display for PartnerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// What [`read`] made of one postback request.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The key in the `api_key` query parameter, else in the payload's `api_key` field.
+    /// It is never part of the stored fields; the `X-Api-Key` header is the caller's.
+    pub api_key: Option<ApiKey>,
+    pub decision: Decision,
 }
 
-impl serde::Serialize for PartnerId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
+/// The verdict on one request, with what storing an accepted one needs.
+#[derive(Debug)]
+pub enum Decision {
+    Accepted(Box<Accepted>),
+    Organic(Organic),
+    Invalid(Invalid),
 }
 
-impl FromStr for PartnerId {
-    type Err = UnknownPartner;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PartnerId::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or(UnknownPartner)
+/// An accepted delivery, ready to store.
+#[derive(Debug)]
+pub struct Accepted {
+    pub postback: Postback,
+    pub dedupe_key: String,
+    /// The request's fields as received (NULs replaced), without the API key.
+    pub raw: Fields,
+}
+
+/// Read one postback request: decode the fields `partner` sends with `method`, take out
+/// the API key, sanitise, parse, and key an accepted delivery for dedupe. `None` when
+/// the partner sends nothing with `method` (405).
+pub fn read(partner: PartnerId, method: Method, query: &str, body: &[u8]) -> Option<Delivery> {
+    let format = partner.input(method)?;
+    let query = decode_form(query.as_bytes());
+    let query_key = api_key_in(&query);
+    let decoded = match format {
+        InputFormat::Query => Ok(query),
+        InputFormat::FormBody => {
+            // Body fields win over query fields of the same name.
+            let mut fields = decode_form(body);
+            for (k, v) in query {
+                fields.entry(k).or_insert(v);
+            }
+            Ok(fields)
+        }
+        InputFormat::JsonBody => decode_json(body),
+    };
+    let api_key = query_key.or_else(|| decoded.as_ref().ok().and_then(api_key_in));
+    let decision = match decoded {
+        Err(invalid) => Decision::Invalid(invalid),
+        Ok(mut fields) => {
+            fields.remove(API_KEY_FIELD);
+            sanitize(&mut fields);
+            match partner.parse(&fields) {
+                Verdict::Accepted(postback) => {
+                    let dedupe_key =
+                        dedupe_key(partner, postback.partner_event_id.as_deref(), &fields);
+                    Decision::Accepted(Box::new(Accepted {
+                        postback: *postback,
+                        dedupe_key,
+                        raw: fields,
+                    }))
+                }
+                Verdict::Organic(reason) => Decision::Organic(reason),
+                Verdict::Invalid(invalid) => Decision::Invalid(invalid),
+            }
+        }
+    };
+    Some(Delivery { api_key, decision })
+}
+
+fn api_key_in(fields: &Fields) -> Option<ApiKey> {
+    fields
+        .get(API_KEY_FIELD)
+        .and_then(Value::as_str)
+        .and_then(ApiKey::presented)
+}
+
+/// Longest partner id kept verbatim in a dedupe key. The key is in a unique index, and
+/// PostgreSQL cannot index an entry over ~2.7 kB (a longer incompressible Branch `id`
+/// failed the insert with a 500); longer ids are hashed, which keeps them unique and
+/// leaves the keys of ordinary ids unchanged.
+const MAX_VERBATIM_ID_BYTES: usize = 256;
+
+/// The dedupe key of a delivery: the partner's own id where it sends one, else a hash
+/// of the payload.
+fn dedupe_key(partner: PartnerId, partner_event_id: Option<&str>, fields: &Fields) -> String {
+    match partner_event_id {
+        Some(id) if id.len() <= MAX_VERBATIM_ID_BYTES => format!("id:{id}"),
+        Some(id) => format!("id-sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
+        None => payload_hash(partner, fields),
     }
 }
 
@@ -196,8 +213,12 @@ pub fn decode_form(input: &[u8]) -> Fields {
     fields
 }
 
-/// Decode a POST body that must hold one JSON object.
+/// UTF-8 byte-order mark, which some senders put before a JSON body.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decode a POST body that must hold one JSON object (after one leading byte-order mark).
 pub fn decode_json(body: &[u8]) -> Result<Fields, Invalid> {
+    let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Invalid::NotAnObject),
@@ -277,18 +298,153 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_partner_id_round_trips_and_accepts_some_method() {
+    fn get_partners_and_only_they_have_a_url_template() {
         for p in PartnerId::ALL {
-            assert_eq!(p.as_str().parse::<PartnerId>().unwrap(), p);
-            assert_eq!(p.as_str(), p.as_str().to_lowercase());
-            assert!(p.spec().get.is_some() || p.spec().post.is_some(), "{p}");
             assert_eq!(
-                p.spec().get.is_some(),
+                p.input(Method::Get).is_some(),
                 p.query_template().is_some(),
                 "{p}: GET partners have a URL template"
             );
         }
-        assert!("Kochava".parse::<PartnerId>().is_err());
+    }
+
+    const TUNE_INSTALL: &str =
+        "advertiser_sub_publisher=Vungle&ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF";
+    const KOCHAVA_INSTALL: &str =
+        r#"{"network_name":"Liftoff","idfa":"4E5F6A7B-8C9D-4E0F-A1B2-C3D4E5F6A7B8"}"#;
+
+    fn accepted(delivery: &Delivery) -> &Accepted {
+        match &delivery.decision {
+            Decision::Accepted(a) => a,
+            other => panic!("expected accepted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn read_answers_none_for_a_method_the_partner_does_not_use() {
+        assert!(read(PartnerId::Adjust, Method::Post, "", b"").is_none());
+        assert!(read(PartnerId::Kochava, Method::Get, KOCHAVA_INSTALL, b"").is_none());
+    }
+
+    #[test]
+    fn read_takes_the_api_key_from_the_query_then_the_payload_and_never_stores_it() {
+        let d = read(
+            PartnerId::Tune,
+            Method::Get,
+            &format!("{TUNE_INSTALL}&api_key=pbgk_q"),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_q"));
+        assert!(!accepted(&d).raw.contains_key(API_KEY_FIELD));
+
+        let body = KOCHAVA_INSTALL.replacen('{', r#"{"api_key":"pbgk_b","#, 1);
+        let d = read(PartnerId::Kochava, Method::Post, "", body.as_bytes()).unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_b"));
+        assert!(!accepted(&d).raw.contains_key(API_KEY_FIELD));
+        let d = read(
+            PartnerId::Kochava,
+            Method::Post,
+            "api_key=pbgk_q",
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_q"));
+
+        // Form POST: an empty query key falls through to the body's.
+        let d = read(
+            PartnerId::Tune,
+            Method::Post,
+            "api_key=+",
+            format!("{TUNE_INSTALL}&api_key=pbgk_f").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_f"));
+        assert!(!accepted(&d).raw.contains_key(API_KEY_FIELD));
+
+        let d = read(PartnerId::Kochava, Method::Post, "api_key=pbgk_q", b"[").unwrap();
+        assert_eq!(d.api_key.as_ref().map(ApiKey::expose), Some("pbgk_q"));
+        assert!(matches!(
+            d.decision,
+            Decision::Invalid(Invalid::MalformedJson(_))
+        ));
+    }
+
+    #[test]
+    fn read_keys_an_accepted_delivery_for_dedupe_and_sanitises_what_is_stored() {
+        let d = read(
+            PartnerId::Tune,
+            Method::Get,
+            &format!("{TUNE_INSTALL}&note=a%00b&retry_attempts=2"),
+            b"",
+        )
+        .unwrap();
+        let a = accepted(&d);
+        assert_eq!(a.raw["note"], "a\u{FFFD}b");
+        let again = read(
+            PartnerId::Tune,
+            Method::Get,
+            &format!("retry_attempts=3&note=a%00b&{TUNE_INSTALL}"),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(a.dedupe_key, accepted(&again).dedupe_key);
+        assert!(a.dedupe_key.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn organic_says_which_rule_decided() {
+        let body = KOCHAVA_INSTALL.replace("Liftoff", " Unattributed ");
+        let d = read(PartnerId::Kochava, Method::Post, "", body.as_bytes()).unwrap();
+        let Decision::Organic(reason) = d.decision else {
+            panic!("{:?}", d.decision)
+        };
+        assert_eq!(
+            reason,
+            Organic::Marker {
+                key: "network_name",
+                value: "Unattributed".into()
+            }
+        );
+        assert_eq!(
+            reason.to_string(),
+            r#"organic: network_name is "Unattributed""#
+        );
+
+        let body = KOCHAVA_INSTALL.replace("Liftoff", "");
+        let d = read(PartnerId::Kochava, Method::Post, "", body.as_bytes()).unwrap();
+        let Decision::Organic(reason) = d.decision else {
+            panic!("{:?}", d.decision)
+        };
+        assert_eq!(reason, Organic::NothingToCredit);
+        assert_eq!(
+            reason.to_string(),
+            "organic: no source, campaign, adgroup or ad to credit"
+        );
+    }
+
+    #[test]
+    fn dedupe_keys_stay_short_enough_to_index_whatever_the_partner_id() {
+        let fields = Fields::new();
+        let short = "1250087741902387201";
+        assert_eq!(
+            dedupe_key(PartnerId::Branch, Some(short), &fields),
+            format!("id:{short}"),
+            "ordinary ids are kept verbatim (existing keys do not change)"
+        );
+        let long_a = "a".repeat(10_000);
+        let long_b = format!("{}b", "a".repeat(9_999));
+        let key_a = dedupe_key(PartnerId::Branch, Some(&long_a), &fields);
+        let key_b = dedupe_key(PartnerId::Branch, Some(&long_b), &fields);
+        assert!(key_a.len() < 100, "{key_a}");
+        assert_ne!(key_a, key_b, "different ids, different keys");
+        assert_eq!(key_a, dedupe_key(PartnerId::Branch, Some(&long_a), &fields));
+        let limit = "x".repeat(MAX_VERBATIM_ID_BYTES);
+        assert_eq!(
+            dedupe_key(PartnerId::Branch, Some(&limit), &fields),
+            format!("id:{limit}")
+        );
+        assert!(dedupe_key(PartnerId::Kochava, None, &fields).starts_with("sha256:"));
     }
 
     #[test]
@@ -309,6 +465,29 @@ mod tests {
         assert_ne!(
             payload_hash(PartnerId::Tune, &t1),
             payload_hash(PartnerId::Tune, &t3)
+        );
+    }
+
+    #[test]
+    fn a_json_body_starting_with_a_byte_order_mark_is_read_without_it() {
+        const WITH_BOM: &[u8] =
+            include_bytes!("../../tests/fixtures/kochava/docs_example_bom.json");
+        assert!(WITH_BOM.starts_with(b"\xEF\xBB\xBF"));
+        let fields = decode_json(WITH_BOM).expect("read without the BOM");
+        assert_eq!(fields["event_name"], "_install");
+        let d = read(PartnerId::Kochava, Method::Post, "", WITH_BOM).unwrap();
+        accepted(&d);
+        assert_eq!(
+            decode_json(b"\xEF\xBB\xBF[1]"),
+            Err(Invalid::NotAnObject),
+            "an array is still rejected"
+        );
+        assert!(
+            matches!(
+                decode_json(b"\xEF\xBB\xBF\xEF\xBB\xBF{}"),
+                Err(Invalid::MalformedJson(_))
+            ),
+            "only one leading BOM is dropped"
         );
     }
 

@@ -2,11 +2,13 @@
 //! what counts as absent, the 256-character cap, install-or-event, event times, and the
 //! [`Picker`] through which each parser reads its key table and reaches its verdict.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
-use super::{Fields, Invalid, PartnerId, Verdict};
+use super::{Fields, Invalid, Organic, PartnerId, Verdict};
 use crate::domain::{EventKind, Postback};
 
 /// Longest mapped (canonical) value accepted, in characters.
@@ -66,6 +68,23 @@ pub fn is_template_token(value: &str) -> bool {
 /// tracking is limited, so it identifies nobody.
 pub fn is_zero_ad_id(value: &str) -> bool {
     value.contains('0') && value.chars().all(|c| c == '0' || c == '-')
+}
+
+/// A nested object sent either as a JSON object or as a string holding one (AppsFlyer's
+/// `custom_data`, Singular's event arguments); `None` for anything else, including a
+/// string that does not parse.
+pub fn embedded_object(value: &Value) -> Option<Cow<'_, Fields>> {
+    match value {
+        Value::Object(map) => Some(Cow::Borrowed(map)),
+        Value::String(s) => {
+            // Its escapes decode only here, after `sanitize` saw the delivery: a `\u0000`
+            // in the string is a NUL now, so clean the document the same way.
+            let mut map = serde_json::from_str::<Fields>(s).ok()?;
+            super::sanitize(&mut map);
+            Some(Cow::Owned(map))
+        }
+        _ => None,
+    }
 }
 
 /// Case-insensitive comparison of a whole (already trimmed) value with organic markers.
@@ -143,14 +162,15 @@ fn parse_unix(value: &str) -> Option<DateTime<Utc>> {
 
 /// Reads one delivery through a partner's key table. Every key it is asked about counts
 /// towards "the request carries some of the partner's keys" (present even when its value is
-/// absent); over-long canonical values are remembered, and [`Picker::verdict`] applies the
-/// outcome order of partners.md §1.
+/// absent); the first organic marker found and over-long canonical values are remembered,
+/// and [`Picker::verdict`] applies the outcome order of partners.md §1.
 #[derive(Debug)]
 pub struct Picker<'a> {
     fields: &'a Fields,
     /// Keys are `object.key` paths (Branch) rather than literal top-level names.
     paths: bool,
     seen: bool,
+    organic: Option<Organic>,
     too_long: Option<Invalid>,
 }
 
@@ -161,6 +181,7 @@ impl<'a> Picker<'a> {
             fields,
             paths: false,
             seen: false,
+            organic: None,
             too_long: None,
         }
     }
@@ -238,31 +259,53 @@ impl<'a> Picker<'a> {
 
     /// Whether any of `keys` holds one of `markers` (whole value, any letter case).
     pub fn is_marked(&mut self, keys: &[&'static str], markers: &[&str]) -> bool {
-        let mut marked = false;
-        for &key in keys {
-            marked |= self
-                .raw(key)
-                .and_then(text)
-                .is_some_and(|v| is_marker(&v, markers));
+        self.marked(keys, markers).is_some()
+    }
+
+    /// A partner's organic marker: when one of `keys` holds one of `markers`, the delivery
+    /// is organic, and the first such key and value say why.
+    pub fn organic_marker(&mut self, keys: &[&'static str], markers: &[&str]) {
+        if let Some((key, value)) = self.marked(keys, markers) {
+            self.organic.get_or_insert(Organic::Marker { key, value });
         }
-        marked
+    }
+
+    /// The first of `keys` holding one of `markers`, with its value. Every key is read, so
+    /// each counts as present.
+    fn marked(
+        &mut self,
+        keys: &[&'static str],
+        markers: &[&str],
+    ) -> Option<(&'static str, String)> {
+        let mut found = None;
+        for &key in keys {
+            if let Some(value) = self.raw(key).and_then(text) {
+                if found.is_none() && is_marker(&value, markers) {
+                    found = Some((key, value));
+                }
+            }
+        }
+        found
     }
 
     /// The outcome, in the order of partners.md §1. An over-long value is checked after the
     /// organic marker (an organic install is dropped whatever else it carries) and before
-    /// "no segments".
-    pub fn verdict(self, partner: PartnerId, organic: bool, postback: Postback) -> Verdict {
+    /// "no segments". An accepted postback's ids get their canonical letter case here, so
+    /// every partner stores them alike.
+    pub fn verdict(self, partner: PartnerId, postback: Postback) -> Verdict {
         if !self.seen {
             Verdict::Invalid(Invalid::NoPartnerFields(partner))
-        } else if organic {
-            Verdict::Organic
+        } else if let Some(organic) = self.organic {
+            Verdict::Organic(organic)
         } else if let Some(too_long) = self.too_long {
             Verdict::Invalid(too_long)
         } else if postback.segments.is_empty() {
-            Verdict::Organic
+            Verdict::Organic(Organic::NothingToCredit)
         } else if postback.ids.is_empty() {
             Verdict::Invalid(Invalid::NoIdentifier)
         } else {
+            let mut postback = postback;
+            postback.ids.canonicalize_case();
             Verdict::Accepted(Box::new(postback))
         }
     }
@@ -275,7 +318,7 @@ pub(crate) mod testing {
     use serde_json::{json, Value};
 
     use crate::domain::Postback;
-    use crate::partners::{decode_form, decode_json, Fields, Invalid, Verdict};
+    use crate::partners::{decode_form, decode_json, Fields, Invalid, Organic, Verdict};
 
     /// A query-string fixture as sent on the wire (a trailing newline is not part of it).
     pub fn query(fixture: &str) -> Fields {
@@ -315,6 +358,28 @@ pub(crate) mod testing {
             other => panic!("expected an accepted postback, got {other:?}"),
         }
     }
+
+    /// Why a verdict is organic; panics on any other verdict.
+    pub fn organic(verdict: Verdict) -> Organic {
+        match verdict {
+            Verdict::Organic(reason) => reason,
+            other => panic!("expected organic, got {other:?}"),
+        }
+    }
+
+    /// Assert that a verdict is organic, whatever the reason.
+    macro_rules! assert_organic {
+        ($verdict:expr) => {
+            $crate::partners::normalize::testing::organic($verdict)
+        };
+        ($verdict:expr, $($msg:tt)+) => {
+            match $verdict {
+                $crate::partners::Verdict::Organic(_) => {}
+                other => panic!("expected organic, got {other:?}: {}", format_args!($($msg)+)),
+            }
+        };
+    }
+    pub(crate) use assert_organic;
 
     pub fn long_text(chars: usize) -> String {
         "é".repeat(chars)
@@ -368,7 +433,7 @@ pub(crate) mod testing {
                 );
             }
         }
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_eq!(parse(&fields), Verdict::Organic(Organic::NothingToCredit));
     }
 
     /// Strings that exercise the normalisation rules, plus arbitrary text.

@@ -1,11 +1,12 @@
 //! Singular (formerly Apsalar), partners.md §4: a GET query whose keys are lower-cased
 //! Singular macro names, or Singular's JSON postback body; one key table serves both.
-//! Organic: `is_organic` is `1`/`true` (string, number or boolean; whatever `network`
-//! says), or `network` is `Organic`. No unique id: deduped by payload hash.
+//! `__START__` is an install unless `is_reengagement` is set; the Braze id may sit in the
+//! event arguments. Organic: `is_organic` is `1`/`true` (string, number or boolean;
+//! whatever `network` says), or `network` is `Organic`. No unique id: payload hash.
 
-use super::normalize::{event_kind, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
-use crate::domain::{Identifiers, Postback, Segments};
+use super::normalize::{embedded_object, event_kind, text, Picker};
+use super::{Fields, Parser, PartnerId, Verdict};
+use crate::domain::{EventKind, Identifiers, Postback, Segments};
 
 /// Query string to paste into Singular's postback URL. Each key is the lower-cased macro
 /// name, except `ip`, which carries `{ATTRIBUTION_IP}`, the documented macro for the IP at
@@ -33,24 +34,44 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&is_organic={IS_ORGANIC}",
 );
 
-/// What the registry needs to know about Singular.
-pub const PARTNER: Partner = Partner {
-    id: "singular",
-    name: "Singular",
-    get: Some(InputFormat::Query),
-    post: Some(InputFormat::JsonBody),
+/// The parser side of Singular (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: &[],
     query_template: Some(QUERY_TEMPLATE),
     parse,
 };
 
+/// Singular's JSON (BI) postbacks name the install this (any letter case); with
+/// `is_reengagement` set, the same name is a re-engagement.
+const START: &str = "__START__";
+
+/// The Braze id key, top-level or inside the event arguments.
+const BRAZE_ID: &str = "appboyUserID";
+
+/// Where Android apps' event arguments travel in JSON bodies: an object, or a string
+/// holding one.
+const ARGUMENTS: &[&str] = &["arguments", "event_arguments"];
+
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic =
-        p.is_marked(&["is_organic"], &["1", "true"]) | p.is_marked(&["network"], &["organic"]);
+    p.organic_marker(&["is_organic"], &["1", "true"]);
+    p.organic_marker(&["network"], &["organic"]);
     let event_name = p.canonical("event_name", &["evtname", "event_name"]);
+    let reengagement = p.is_marked(&["is_reengagement"], &["1", "true"]);
+    let kind = match event_name.as_deref() {
+        Some(name) if name.eq_ignore_ascii_case(START) && reengagement => EventKind::Event,
+        Some(name) if name.eq_ignore_ascii_case(START) => EventKind::Install,
+        name => event_kind(name),
+    };
+    let user_id = match p.value(&[BRAZE_ID]).map(|v| (BRAZE_ID.to_owned(), v)) {
+        Some((key, value)) => p.check("user_id", &key, value),
+        None => match braze_argument(&mut p) {
+            Some((key, value)) => p.check("user_id", &key, value),
+            None => p.canonical("user_id", &["custom_user_id", "user_id"]),
+        },
+    };
     let postback = Postback {
-        kind: event_kind(event_name.as_deref()),
+        kind,
         event_name,
         segments: Segments {
             source: p.canonical("source", &["network"]),
@@ -59,7 +80,7 @@ pub fn parse(fields: &Fields) -> Verdict {
             ad: p.canonical("ad", &["creative"]),
         },
         ids: Identifiers {
-            user_id: p.canonical("user_id", &["appboyUserID", "custom_user_id", "user_id"]),
+            user_id,
             idfa: p.ad_id("idfa", &["idfa"]),
             idfv: p.canonical("idfv", &["idfv"]),
             google_aid: p.ad_id("google_aid", &["aifa"]),
@@ -71,7 +92,16 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: None,
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Singular, organic, postback)
+    p.verdict(PartnerId::Singular, postback)
+}
+
+/// The Braze id inside the first of [`ARGUMENTS`] that holds one, with its path.
+fn braze_argument(p: &mut Picker) -> Option<(String, String)> {
+    ARGUMENTS.iter().find_map(|&container| {
+        let arguments = embedded_object(p.raw(container)?)?;
+        let value = arguments.get(BRAZE_ID).and_then(text)?;
+        Some((format!("{container}.{BRAZE_ID}"), value))
+    })
 }
 
 #[cfg(test)]
@@ -81,7 +111,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::EventKind;
     use crate::partners::normalize::testing::*;
     use crate::partners::{decode_form, Invalid};
 
@@ -95,6 +124,13 @@ mod tests {
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/singular/raw_macros.query");
     const RAW_MACROS_JSON: &str = include_str!("../../tests/fixtures/singular/raw_macros.json");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/singular/no_identifier.query");
+    const INSTALL_START: &str = include_str!("../../tests/fixtures/singular/install_start.json");
+    const REENGAGEMENT_START: &str =
+        include_str!("../../tests/fixtures/singular/reengagement_start.json");
+    const BRAZE_IN_ARGUMENTS: &str =
+        include_str!("../../tests/fixtures/singular/install_braze_in_arguments.json");
+    const BRAZE_IN_EVENT_ARGUMENTS: &str =
+        include_str!("../../tests/fixtures/singular/event_braze_in_event_arguments.json");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/webhook.json");
 
     #[test]
@@ -176,7 +212,7 @@ mod tests {
 
     #[test]
     fn is_organic_flag_is_organic_whatever_network_says() {
-        assert_eq!(parse(&query(ORGANIC_FLAG)), Verdict::Organic);
+        assert_organic!(parse(&query(ORGANIC_FLAG)));
         for flag in [
             json!("1"),
             json!(1),
@@ -186,7 +222,7 @@ mod tests {
             json!(" True "),
         ] {
             let fields = with(json(INSTALL_IOS), "is_organic", flag.clone());
-            assert_eq!(parse(&fields), Verdict::Organic, "is_organic={flag}");
+            assert_organic!(parse(&fields), "is_organic={flag}");
         }
         for flag in [
             json!("0"),
@@ -203,10 +239,10 @@ mod tests {
 
     #[test]
     fn organic_network_is_organic_in_any_letter_case() {
-        assert_eq!(parse(&json(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&json(ORGANIC)));
         for network in ["Organic", "organic", "ORGANIC"] {
             let fields = with(query(INSTALL_ANDROID), "network", network);
-            assert_eq!(parse(&fields), Verdict::Organic, "{network}");
+            assert_organic!(parse(&fields), "{network}");
         }
     }
 
@@ -230,7 +266,7 @@ mod tests {
         let fields = json(
             r#"{"network":"","campaign":null,"is_organic":false,"idfv":"E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4"}"#,
         );
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -309,10 +345,7 @@ mod tests {
 
     #[test]
     fn organic_wins_over_an_over_long_value() {
-        assert_eq!(
-            parse(&with(json(ORGANIC), "gid", long_text(300))),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&with(json(ORGANIC), "gid", long_text(300))));
     }
 
     #[test]
@@ -352,6 +385,148 @@ mod tests {
             };
             assert_eq!(value, format!("{{{name}}}"));
         }
+    }
+
+    #[test]
+    fn ids_get_their_canonical_letter_case() {
+        let fields = with(
+            json(INSTALL_IOS),
+            "idfa",
+            "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+        );
+        let fields = with(fields, "idfv", "e2c1b0a9-8f7e-4d6c-b5a4-93827160f5e4");
+        let p = accepted(parse(&fields));
+        assert_eq!(
+            (p.ids.idfa.as_deref(), p.ids.idfv.as_deref()),
+            (
+                Some("6D92078A-8246-4BA4-AE5B-76104861E7DC"),
+                Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4")
+            )
+        );
+        assert_eq!(p.ids.user_id.as_deref(), Some("cust-88213"));
+        let fields = with(
+            query(INSTALL_ANDROID),
+            "aifa",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        let p = accepted(parse(&with(fields, "andi", "9774D56D682E549C")));
+        assert_eq!(
+            (p.ids.google_aid.as_deref(), p.ids.android_id.as_deref()),
+            (
+                Some("38400000-8cf0-11bd-b23e-10b96e40000d"),
+                Some("9774D56D682E549C")
+            )
+        );
+    }
+
+    #[test]
+    fn start_is_an_install_in_any_letter_case_unless_is_reengagement_is_set() {
+        let p = accepted(parse(&json(INSTALL_START)));
+        assert_eq!(
+            (p.kind, p.event_name.as_deref()),
+            (EventKind::Install, Some("__START__"))
+        );
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("AppLovin".into()),
+                campaign: Some("iOS_US_Puzzle_Q3".into()),
+                adgroup: Some("Rewarded US".into()),
+                ad: Some("playable_v9".into()),
+            },
+            "an empty cid leaves campaign to `campaign`"
+        );
+        assert_eq!(p.event_time, Utc.timestamp_opt(1_717_236_000, 0).single());
+        for name in ["__start__", "__Start__"] {
+            let p = accepted(parse(&with(json(INSTALL_START), "event_name", name)));
+            assert_eq!(p.kind, EventKind::Install, "{name}");
+        }
+        for flag in [
+            json!(0),
+            json!("0"),
+            json!(false),
+            json!("false"),
+            json!(null),
+        ] {
+            let fields = with(json(INSTALL_START), "is_reengagement", flag.clone());
+            assert_eq!(
+                accepted(parse(&fields)).kind,
+                EventKind::Install,
+                "is_reengagement={flag}"
+            );
+        }
+        let p = accepted(parse(&json(REENGAGEMENT_START)));
+        assert_eq!(
+            (p.kind, p.event_name.as_deref()),
+            (EventKind::Event, Some("__START__"))
+        );
+        for flag in [json!(1), json!(true), json!("true"), json!(" TRUE ")] {
+            let fields = with(json(INSTALL_START), "is_reengagement", flag.clone());
+            assert_eq!(
+                accepted(parse(&fields)).kind,
+                EventKind::Event,
+                "is_reengagement={flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn braze_id_is_read_from_a_json_string_of_arguments_before_custom_user_id() {
+        let p = accepted(parse(&json(BRAZE_IN_ARGUMENTS)));
+        assert_eq!(
+            p.ids.user_id.as_deref(),
+            Some("1c9e7a52-3f0b-4d86-9a21-6b4e8d0c2f17")
+        );
+        assert_eq!(p.kind, EventKind::Install);
+    }
+
+    #[test]
+    fn braze_id_is_read_from_an_event_arguments_object() {
+        let p = accepted(parse(&json(BRAZE_IN_EVENT_ARGUMENTS)));
+        assert_eq!(
+            p.ids.user_id.as_deref(),
+            Some("1c9e7a52-3f0b-4d86-9a21-6b4e8d0c2f17")
+        );
+        assert_eq!(
+            (p.kind, p.event_name.as_deref()),
+            (EventKind::Event, Some("level_complete"))
+        );
+    }
+
+    #[test]
+    fn top_level_braze_id_wins_and_unusable_arguments_are_ignored() {
+        let fields = with(json(BRAZE_IN_ARGUMENTS), "appboyUserID", "braze-top");
+        assert_eq!(
+            accepted(parse(&fields)).ids.user_id.as_deref(),
+            Some("braze-top")
+        );
+        for arguments in [
+            json!("{not json"),
+            json!("[1,2]"),
+            json!(["x"]),
+            json!({"appboyUserID": "{APPBOYUSERID}"}),
+            json!({"appboyUserID": null}),
+            json!({"braze": "x"}),
+        ] {
+            let fields = with(json(BRAZE_IN_ARGUMENTS), "arguments", arguments.clone());
+            assert_eq!(
+                accepted(parse(&fields)).ids.user_id.as_deref(),
+                Some("cust-70021"),
+                "arguments={arguments}"
+            );
+        }
+        let fields = with(
+            json(BRAZE_IN_ARGUMENTS),
+            "arguments",
+            json!({ "appboyUserID": long_text(300) }),
+        );
+        assert_eq!(
+            parse(&fields),
+            Verdict::Invalid(Invalid::TooLong {
+                field: "user_id",
+                key: "arguments.appboyUserID".into()
+            })
+        );
     }
 
     proptest! {

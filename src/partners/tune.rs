@@ -1,10 +1,11 @@
 //! TUNE (MobileAppTracking), partners.md §2: a GET query (or the same pairs as a form POST)
-//! whose keys carry TUNE macros. The four attribution keys are fixed to the
-//! `advertiser_sub_*` macros. Organic (inferred): `publisher_name` is `organic` or
+//! whose keys carry TUNE macros. The attribution keys are the `advertiser_sub_*` macros;
+//! integrated publishers leave those empty, so `publisher_name` stands in for source and
+//! `campaign_name` for campaign. Organic (inferred): `publisher_name` is `organic` or
 //! `publisher_id` is `0`. No unique id: deduped by payload hash without `retry_attempts`.
 
 use super::normalize::{event_kind, Picker};
-use super::{Fields, InputFormat, Partner, PartnerId, Verdict};
+use super::{Fields, Parser, PartnerId, Verdict};
 use crate::domain::{Identifiers, Postback, Segments};
 
 /// Changes on every resend of one delivery, so it stays out of the dedupe hash.
@@ -18,6 +19,7 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&advertiser_sub_ad={advertiser_sub_ad}",
     "&publisher_name={publisher_name}",
     "&publisher_id={publisher_id}",
+    "&campaign_name={campaign_name}",
     "&user_id={user_id}",
     "&ios_ifa={ios_ifa}",
     "&ios_ifv={ios_ifv}",
@@ -33,12 +35,8 @@ pub const QUERY_TEMPLATE: &str = concat!(
     "&retry_attempts={retry_attempts}",
 );
 
-/// What the registry needs to know about Tune.
-pub const PARTNER: Partner = Partner {
-    id: "tune",
-    name: "Tune",
-    get: Some(InputFormat::Query),
-    post: Some(InputFormat::FormBody),
+/// The parser side of Tune (its methods are in `domain/partner_id.rs`).
+pub const PARSER: Parser = Parser {
     volatile_fields: VOLATILE_FIELDS,
     query_template: Some(QUERY_TEMPLATE),
     parse,
@@ -46,15 +44,15 @@ pub const PARTNER: Partner = Partner {
 
 pub fn parse(fields: &Fields) -> Verdict {
     let mut p = Picker::new(fields);
-    let organic =
-        p.is_marked(&["publisher_name"], &["organic"]) | p.is_marked(&["publisher_id"], &["0"]);
+    p.organic_marker(&["publisher_name"], &["organic"]);
+    p.organic_marker(&["publisher_id"], &["0"]);
     let event_name = p.canonical("event_name", &["event_name"]);
     let postback = Postback {
         kind: event_kind(event_name.as_deref()),
         event_name,
         segments: Segments {
-            source: p.canonical("source", &["advertiser_sub_publisher"]),
-            campaign: p.canonical("campaign", &["advertiser_sub_campaign"]),
+            source: p.canonical("source", &["advertiser_sub_publisher", "publisher_name"]),
+            campaign: p.canonical("campaign", &["advertiser_sub_campaign", "campaign_name"]),
             adgroup: p.canonical("adgroup", &["advertiser_sub_adgroup"]),
             ad: p.canonical("ad", &["advertiser_sub_ad"]),
         },
@@ -71,7 +69,7 @@ pub fn parse(fields: &Fields) -> Verdict {
         user_agent: p.value(&["user_agent", "conversion_user_agent"]),
         partner_event_id: None,
     };
-    p.verdict(PartnerId::Tune, organic, postback)
+    p.verdict(PartnerId::Tune, postback)
 }
 
 #[cfg(test)]
@@ -91,6 +89,10 @@ mod tests {
     const PURCHASE_EVENT: &str = include_str!("../../tests/fixtures/tune/purchase_event.query");
     const RAW_MACROS: &str = include_str!("../../tests/fixtures/tune/raw_macros.query");
     const NO_IDENTIFIER: &str = include_str!("../../tests/fixtures/tune/no_identifier.query");
+    const LOWER_CASE_IDS: &str =
+        include_str!("../../tests/fixtures/tune/install_ios_lower_case_ids.query");
+    const PUBLISHER_ONLY: &str =
+        include_str!("../../tests/fixtures/tune/install_publisher_only.query");
     const UNRELATED: &str = include_str!("../../tests/fixtures/unrelated/affiliate.query");
 
     #[test]
@@ -174,19 +176,19 @@ mod tests {
 
     #[test]
     fn publisher_name_organic_is_organic_in_any_letter_case() {
-        assert_eq!(parse(&query(ORGANIC)), Verdict::Organic);
+        assert_organic!(parse(&query(ORGANIC)));
         for name in ["organic", "Organic", "ORGANIC", " organic "] {
             let fields = with(query(INSTALL_IOS), "publisher_name", name);
-            assert_eq!(parse(&fields), Verdict::Organic, "publisher_name={name:?}");
+            assert_organic!(parse(&fields), "publisher_name={name:?}");
         }
     }
 
     #[test]
     fn publisher_id_zero_is_organic() {
         let fields = with(query(INSTALL_IOS), "publisher_id", "0");
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
         let fields = with(query(INSTALL_IOS), "publisher_id", serde_json::json!(0));
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -204,25 +206,18 @@ mod tests {
     }
 
     #[test]
-    fn publisher_and_campaign_name_never_stand_in_for_the_sub_keys() {
-        let fields = query(
-            "publisher_name=Vungle&campaign_name=Summer&ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF",
-        );
-        assert_eq!(parse(&fields), Verdict::Organic);
-    }
-
-    #[test]
     fn install_without_segments_is_organic() {
         let mut fields = query(INSTALL_IOS);
         for key in [
             "advertiser_sub_publisher",
             "advertiser_sub_campaign",
             "advertiser_sub_adgroup",
+            "publisher_name",
         ] {
             fields.remove(key);
         }
         fields.insert("advertiser_sub_ad".into(), "   ".into());
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -301,7 +296,7 @@ mod tests {
     #[test]
     fn organic_wins_over_an_over_long_value() {
         let fields = with(query(ORGANIC), "advertiser_sub_campaign", long_text(300));
-        assert_eq!(parse(&fields), Verdict::Organic);
+        assert_organic!(parse(&fields));
     }
 
     #[test]
@@ -325,10 +320,7 @@ mod tests {
 
     #[test]
     fn tune_keys_with_only_empty_values_are_organic_not_invalid() {
-        assert_eq!(
-            parse(&query("advertiser_sub_publisher=&ios_ifa=")),
-            Verdict::Organic
-        );
+        assert_organic!(parse(&query("advertiser_sub_publisher=&ios_ifa=")));
     }
 
     #[test]
@@ -337,6 +329,101 @@ mod tests {
         for (key, value) in query(QUERY_TEMPLATE) {
             assert_eq!(value, format!("{{{key}}}"));
         }
+    }
+
+    #[test]
+    fn ios_ids_are_stored_upper_case_and_other_ids_keep_their_case() {
+        let p = accepted(parse(&query(LOWER_CASE_IDS)));
+        assert_eq!(
+            p.ids,
+            Identifiers {
+                user_id: Some("Cust-00417".into()),
+                idfa: Some("AAAA1111-BB22-4C33-8D44-EE55FF667788".into()),
+                idfv: Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4".into()),
+                partner_device_id: Some("5f2e8c1a9b3d47e6a0c4f8b2d6e1a9c3".into()),
+                ..Identifiers::default()
+            }
+        );
+        let fields = with(
+            query(INSTALL_ANDROID),
+            "google_aid",
+            "38400000-8CF0-11BD-B23E-10B96E40000D",
+        );
+        assert_eq!(
+            accepted(parse(&fields)).ids.google_aid.as_deref(),
+            Some("38400000-8cf0-11bd-b23e-10b96e40000d")
+        );
+    }
+
+    #[test]
+    fn publisher_only_install_is_credited_to_publisher_name_and_campaign_name() {
+        let p = accepted(parse(&query(PUBLISHER_ONLY)));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("Facebook".into()),
+                campaign: Some("Spring Launch - iOS US".into()),
+                adgroup: None,
+                ad: None,
+            }
+        );
+        assert_eq!(
+            p.ids.idfa.as_deref(),
+            Some("C3D4E5F6-A7B8-4C9D-8E0F-1A2B3C4D5E6F")
+        );
+        assert_eq!(p.kind, EventKind::Install);
+        // The organic markers are unchanged.
+        assert_organic!(parse(&with(
+            query(PUBLISHER_ONLY),
+            "publisher_name",
+            "Organic"
+        )));
+        assert_organic!(parse(&with(query(PUBLISHER_ONLY), "publisher_id", "0")));
+    }
+
+    #[test]
+    fn advertiser_sub_values_win_over_publisher_name_and_campaign_name() {
+        let fields = with(query(PUBLISHER_ONLY), "advertiser_sub_publisher", "Vungle");
+        let fields = with(
+            fields,
+            "advertiser_sub_campaign",
+            "{advertiser_sub_campaign}",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(p.segments.source.as_deref(), Some("Vungle"));
+        assert_eq!(
+            p.segments.campaign.as_deref(),
+            Some("Spring Launch - iOS US"),
+            "an unfilled sub macro is absent, so campaign_name stands in"
+        );
+        let fields = with(
+            query(PUBLISHER_ONLY),
+            "advertiser_sub_campaign",
+            "Sub Campaign",
+        );
+        let p = accepted(parse(&fields));
+        assert_eq!(p.segments.campaign.as_deref(), Some("Sub Campaign"));
+    }
+
+    #[test]
+    fn publisher_name_and_campaign_name_never_stand_in_for_each_other() {
+        let ifa = "ios_ifa=A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF";
+        let p = accepted(parse(&query(&format!("campaign_name=Summer&{ifa}"))));
+        assert_eq!(
+            p.segments,
+            Segments {
+                campaign: Some("Summer".into()),
+                ..Segments::default()
+            }
+        );
+        let p = accepted(parse(&query(&format!("publisher_name=Vungle&{ifa}"))));
+        assert_eq!(
+            p.segments,
+            Segments {
+                source: Some("Vungle".into()),
+                ..Segments::default()
+            }
+        );
     }
 
     proptest! {

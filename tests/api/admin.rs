@@ -389,14 +389,14 @@ async fn lookup_finds_a_user_by_each_identifier(backend: Backend) {
         return;
     };
     app.install(json!({"network_name":"Liftoff","campaign_name":"first","identity_link":"braze-1",
-        "idfa":"AAAAAAAA-0000-4000-8000-000000000001","idfv":"idfv-1","adid":"gaid-1","android_id":"andi-1",
+        "idfa":"AAAAAAAA-0000-4000-8000-000000000001","idfv":"IDFV-1","adid":"gaid-1","android_id":"andi-1",
         "kochava_device_id":"kd-1"}))
         .await;
     let id = app.app_id;
     for (param, value) in [
         ("user_id", "braze-1"),
         ("idfa", "AAAAAAAA-0000-4000-8000-000000000001"),
-        ("idfv", "idfv-1"),
+        ("idfv", "IDFV-1"),
         ("google_aid", "gaid-1"),
         ("android_id", "andi-1"),
         ("partner_device_id", "kd-1"),

@@ -1,5 +1,6 @@
 //! Every partner end to end over HTTP: one attributed, one organic and one invalid
-//! delivery each (from the shared real-shaped fixtures), and Branch's own dedupe id.
+//! delivery each (from the shared real-shaped fixtures), Branch's own dedupe id, and
+//! the real payload shapes of issue 10 (Singular `__START__`, TUNE publisher-only).
 
 use crate::both_backends;
 use crate::helpers::{assert_error, json_body, Backend, TestApp};
@@ -123,7 +124,160 @@ async fn send(app: &TestApp, partner: &str, payload: &Payload) -> reqwest::Respo
 both_backends!(
     every_partner_accepts_attributed_ignores_organic_and_rejects_invalid,
     branch_redelivery_with_the_same_id_is_a_duplicate,
+    singular_start_install_creates_an_attribution_and_connects_singular,
+    tune_publisher_only_install_is_credited_to_the_publisher,
 );
+
+/// The `GET /v1/apps/{id}/partners` entry of one partner.
+async fn partner_status(app: &TestApp, partner: &str) -> serde_json::Value {
+    let body = json_body(
+        app.admin_get(&format!("/v1/apps/{}/partners", app.app_id))
+            .await,
+        200,
+        "partners",
+    )
+    .await;
+    body["partners"]
+        .as_array()
+        .expect("partners")
+        .iter()
+        .find(|p| p["partner"] == partner)
+        .cloned()
+        .unwrap_or_else(|| panic!("{partner} listed: {body}"))
+}
+
+/// One text column of the stored event `id`.
+async fn event_column(app: &TestApp, id: &str, column: &str) -> Option<String> {
+    app.text(&format!(
+        "select {column} from postback_events where cast(id as text) = '{id}'"
+    ))
+    .await
+}
+
+async fn singular_start_install_creates_an_attribution_and_connects_singular(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    assert_eq!(
+        partner_status(&app, "singular").await["status"],
+        "not_connected"
+    );
+    let body = json_body(
+        send(
+            &app,
+            "singular",
+            &fixture!("singular", "install_start.json"),
+        )
+        .await,
+        200,
+        "__START__ install",
+    )
+    .await;
+    assert_eq!(body["status"], "accepted", "{body}");
+    let id = body["event_id"].as_str().unwrap();
+    assert_eq!(
+        event_column(&app, id, "kind").await.as_deref(),
+        Some("install")
+    );
+    assert_eq!(
+        event_column(&app, id, "event_name").await.as_deref(),
+        Some("__START__")
+    );
+    assert_eq!(
+        app.text("select source from attributions where partner = 'singular'")
+            .await
+            .as_deref(),
+        Some("AppLovin"),
+        "the install is attributed"
+    );
+    let singular = partner_status(&app, "singular").await;
+    assert_eq!(singular["status"], "connected", "{singular}");
+    assert!(singular["last_success_at"].is_string());
+    assert_eq!(singular["counters"]["installs"], 1);
+
+    // The same device's re-engagement `__START__` is an event: stored, attributes nobody.
+    let body = json_body(
+        send(
+            &app,
+            "singular",
+            &fixture!("singular", "reengagement_start.json"),
+        )
+        .await,
+        200,
+        "__START__ re-engagement",
+    )
+    .await;
+    assert_eq!(body["status"], "accepted", "{body}");
+    let id = body["event_id"].as_str().unwrap();
+    assert_eq!(
+        event_column(&app, id, "kind").await.as_deref(),
+        Some("event")
+    );
+
+    // An Android install whose Braze id sits in the event arguments (a JSON string).
+    let body = json_body(
+        send(
+            &app,
+            "singular",
+            &fixture!("singular", "install_braze_in_arguments.json"),
+        )
+        .await,
+        200,
+        "Braze id in arguments",
+    )
+    .await;
+    assert_eq!(body["status"], "accepted", "{body}");
+    assert_eq!(
+        app.text("select source from attributions where user_id = '1c9e7a52-3f0b-4d86-9a21-6b4e8d0c2f17'")
+            .await
+            .as_deref(),
+        Some("Unity Ads")
+    );
+    assert_eq!(
+        app.count("select count(*) from attributions where partner = 'singular'")
+            .await,
+        2,
+        "two users; the re-engagement attributes nobody"
+    );
+    app.stop().await;
+}
+
+async fn tune_publisher_only_install_is_credited_to_the_publisher(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let body = json_body(
+        send(
+            &app,
+            "tune",
+            &fixture!("tune", "install_publisher_only.query"),
+        )
+        .await,
+        200,
+        "publisher-only install",
+    )
+    .await;
+    assert_eq!(body["status"], "accepted", "{body}");
+    let id = body["event_id"].as_str().unwrap();
+    assert_eq!(
+        event_column(&app, id, "source").await.as_deref(),
+        Some("Facebook"),
+        "publisher_name stands in for source"
+    );
+    assert_eq!(
+        event_column(&app, id, "campaign").await.as_deref(),
+        Some("Spring Launch - iOS US"),
+        "campaign_name stands in for campaign"
+    );
+    assert_eq!(
+        app.text("select source from attributions where partner = 'tune'")
+            .await
+            .as_deref(),
+        Some("Facebook")
+    );
+    assert_eq!(partner_status(&app, "tune").await["status"], "connected");
+    app.stop().await;
+}
 
 async fn every_partner_accepts_attributed_ignores_organic_and_rejects_invalid(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {

@@ -1,4 +1,4 @@
-//! Domain types shared by every layer: apps, keys, tiers, parsed postbacks.
+//! Domain types shared by every layer: apps, keys, tiers, partners, parsed postbacks.
 //! Holding one of these means it is valid; constructors are the only way in.
 
 use std::fmt;
@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::partners::PartnerId;
+mod partner_id;
+
+pub use partner_id::{InputFormat, Method, PartnerId, UnknownPartner};
 
 /// An app's id: a UUID, shown and parsed in its hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -229,6 +231,20 @@ impl Identifiers {
         self.pairs().all(|(_, v)| v.is_none())
     }
 
+    /// Put the advertising and vendor ids in their one stored letter case: IDFA and IDFV
+    /// upper case (as Apple prints them), Google advertising ids lower case (as Google
+    /// does). They are UUIDs whose case means nothing, and partners differ in it, so one
+    /// device must not become two users. User ids, Android ids and partner device ids
+    /// keep their case. ASCII only: the length of a value never changes.
+    pub fn canonicalize_case(&mut self) {
+        for id in [&mut self.idfa, &mut self.idfv].into_iter().flatten() {
+            id.make_ascii_uppercase();
+        }
+        if let Some(id) = &mut self.google_aid {
+            id.make_ascii_lowercase();
+        }
+    }
+
     /// `(column name, value)` in matching priority order.
     pub fn pairs(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> {
         [
@@ -290,6 +306,30 @@ mod tests {
         let h = k.hash();
         assert!(KeyHash::from_hex(&h.to_hex()).unwrap().ct_eq(&h));
         assert!(!ApiKey::generate().hash().ct_eq(&h));
+    }
+
+    #[test]
+    fn only_advertising_and_vendor_ids_change_case() {
+        let mut ids = Identifiers {
+            user_id: Some("Braze-User-1".into()),
+            idfa: Some("aaaa1111-bb22-4c33-8d44-ee55ff667788".into()),
+            idfv: Some("e2c1b0a9-8F7E-4d6c-b5a4-93827160f5e4".into()),
+            google_aid: Some("38400000-8CF0-11BD-B23E-10B96E40000D".into()),
+            android_id: Some("9774D56D682e549c".into()),
+            partner_device_id: Some("KA4b8e2f".into()),
+        };
+        ids.canonicalize_case();
+        assert_eq!(
+            ids,
+            Identifiers {
+                user_id: Some("Braze-User-1".into()),
+                idfa: Some("AAAA1111-BB22-4C33-8D44-EE55FF667788".into()),
+                idfv: Some("E2C1B0A9-8F7E-4D6C-B5A4-93827160F5E4".into()),
+                google_aid: Some("38400000-8cf0-11bd-b23e-10b96e40000d".into()),
+                android_id: Some("9774D56D682e549c".into()),
+                partner_device_id: Some("KA4b8e2f".into()),
+            }
+        );
     }
 
     #[test]
