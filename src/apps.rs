@@ -3,8 +3,8 @@
 
 use chrono::{Duration, Utc};
 
+use crate::domain::PartnerId;
 use crate::domain::{ApiKey, AppId, Tier};
-use crate::partners::PartnerId;
 use crate::store::{AppRecord, NewApp, Store, StoreError};
 
 /// Name of the app created on the first start of an empty database.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
+use crate::domain::PartnerId;
 use crate::domain::{AppId, NewEvent};
-use crate::partners::PartnerId;
 use crate::quota::Quota;
 use crate::store::{CounterDelta, RecordOutcome, Store, StoreError};
 use crate::telemetry;

@@ -237,11 +237,16 @@ impl Identifiers {
     /// device must not become two users. User ids, Android ids and partner device ids
     /// keep their case. ASCII only: the length of a value never changes.
     pub fn canonicalize_case(&mut self) {
-        for id in [&mut self.idfa, &mut self.idfv].into_iter().flatten() {
-            id.make_ascii_uppercase();
-        }
-        if let Some(id) = &mut self.google_aid {
-            id.make_ascii_lowercase();
+        for (kind, id) in [
+            (IdentifierKind::Idfa, &mut self.idfa),
+            (IdentifierKind::Idfv, &mut self.idfv),
+            (IdentifierKind::GoogleAid, &mut self.google_aid),
+        ] {
+            if let Some(value) = id {
+                if let std::borrow::Cow::Owned(canonical) = kind.canonical(value) {
+                    *value = canonical;
+                }
+            }
         }
     }
 
@@ -256,6 +261,56 @@ impl Identifiers {
             ("partner_device_id", self.partner_device_id.as_deref()),
         ]
         .into_iter()
+    }
+}
+
+/// Identifiers a user can be looked up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifierKind {
+    UserId,
+    Idfa,
+    Idfv,
+    GoogleAid,
+    AndroidId,
+    PartnerDeviceId,
+}
+
+impl IdentifierKind {
+    pub const ALL: [IdentifierKind; 6] = [
+        IdentifierKind::UserId,
+        IdentifierKind::Idfa,
+        IdentifierKind::Idfv,
+        IdentifierKind::GoogleAid,
+        IdentifierKind::AndroidId,
+        IdentifierKind::PartnerDeviceId,
+    ];
+
+    /// `value` in the letter case it is stored in (partners.md §1): IDFA and IDFV
+    /// upper case, Google advertising ids lower case, everything else as sent.
+    pub fn canonical(self, value: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            IdentifierKind::Idfa | IdentifierKind::Idfv
+                if value.bytes().any(|b| b.is_ascii_lowercase()) =>
+            {
+                value.to_ascii_uppercase().into()
+            }
+            IdentifierKind::GoogleAid if value.bytes().any(|b| b.is_ascii_uppercase()) => {
+                value.to_ascii_lowercase().into()
+            }
+            _ => value.into(),
+        }
+    }
+
+    /// The column (and query parameter) name.
+    pub fn column(self) -> &'static str {
+        match self {
+            IdentifierKind::UserId => "user_id",
+            IdentifierKind::Idfa => "idfa",
+            IdentifierKind::Idfv => "idfv",
+            IdentifierKind::GoogleAid => "google_aid",
+            IdentifierKind::AndroidId => "android_id",
+            IdentifierKind::PartnerDeviceId => "partner_device_id",
+        }
     }
 }
 

@@ -16,8 +16,8 @@ use super::error::AppError;
 use super::extract::{Path, Query};
 use super::AppState;
 use crate::apps;
+use crate::domain::PartnerId;
 use crate::domain::{AppId, ConnectionStatus};
-use crate::partners::PartnerId;
 use crate::store::{
     AppRecord, AttributionRecord, Dimension, IdentifierKind, PartnerConnection, UserCursor,
     UserFilter,

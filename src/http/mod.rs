@@ -27,8 +27,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Secret;
+use crate::domain::PartnerId;
 use crate::ingest::Ingestor;
-use crate::partners::PartnerId;
 use crate::store::Store;
 use crate::telemetry;
 

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{CounterDelta, RecordOutcome};
+use crate::domain::PartnerId;
 use crate::domain::{AppId, EventKind, NewEvent};
-use crate::partners::PartnerId;
 
 /// The order in which a batch's events are inserted: by (app, partner, dedupe_key),
 /// stable so copies keep their input order (the first copy is the one recorded).

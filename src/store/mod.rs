@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use crate::domain::IdentifierKind;
+use crate::domain::PartnerId;
 use crate::domain::{AppId, ConnectionStatus, KeyHash, NewEvent, Tier};
-use crate::partners::PartnerId;
 
 mod batch;
 pub mod postgres;
@@ -273,56 +274,6 @@ pub struct AttributionRecord {
     pub segments: crate::domain::Segments,
     pub ids: crate::domain::Identifiers,
     pub attributed_at: DateTime<Utc>,
-}
-
-/// Identifiers a user can be looked up by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentifierKind {
-    UserId,
-    Idfa,
-    Idfv,
-    GoogleAid,
-    AndroidId,
-    PartnerDeviceId,
-}
-
-impl IdentifierKind {
-    pub const ALL: [IdentifierKind; 6] = [
-        IdentifierKind::UserId,
-        IdentifierKind::Idfa,
-        IdentifierKind::Idfv,
-        IdentifierKind::GoogleAid,
-        IdentifierKind::AndroidId,
-        IdentifierKind::PartnerDeviceId,
-    ];
-
-    /// `value` in the letter case it is stored in (partners.md §1): IDFA and IDFV
-    /// upper case, Google advertising ids lower case, everything else as sent.
-    pub fn canonical(self, value: &str) -> std::borrow::Cow<'_, str> {
-        match self {
-            IdentifierKind::Idfa | IdentifierKind::Idfv
-                if value.bytes().any(|b| b.is_ascii_lowercase()) =>
-            {
-                value.to_ascii_uppercase().into()
-            }
-            IdentifierKind::GoogleAid if value.bytes().any(|b| b.is_ascii_uppercase()) => {
-                value.to_ascii_lowercase().into()
-            }
-            _ => value.into(),
-        }
-    }
-
-    /// The column (and query parameter) name.
-    pub fn column(self) -> &'static str {
-        match self {
-            IdentifierKind::UserId => "user_id",
-            IdentifierKind::Idfa => "idfa",
-            IdentifierKind::Idfv => "idfv",
-            IdentifierKind::GoogleAid => "google_aid",
-            IdentifierKind::AndroidId => "android_id",
-            IdentifierKind::PartnerDeviceId => "partner_device_id",
-        }
-    }
 }
 
 /// The four attribution dimensions a summary can group by.

@@ -21,11 +21,11 @@ use super::{
     IdentifierKind, KeySummary, NewApp, PartnerConnection, PoolConfig, RecordOutcome, Store,
     StoreError, SummaryRow, UserCursor, UserFilter,
 };
+use crate::domain::PartnerId;
 use crate::domain::{
     ApiKey, AppId, ConnectionStatus, EventKind, Identifiers, KeyHash, NewEvent, Postback, Segments,
     Tier,
 };
-use crate::partners::PartnerId;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 

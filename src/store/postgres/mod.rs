@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::batch::*;
 use super::*;
+use crate::domain::PartnerId;
 use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Segments, Tier};
-use crate::partners::PartnerId;
 
 mod apps;
 mod ingest;

@@ -19,10 +19,10 @@ use uuid::Uuid;
 
 use super::batch::*;
 use super::*;
+use crate::domain::PartnerId;
 use crate::domain::{
     AppId, ConnectionStatus, EventKind, Identifiers, KeyHash, NewEvent, Segments, Tier,
 };
-use crate::partners::PartnerId;
 
 mod apps;
 mod ingest;
