@@ -62,8 +62,11 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
-    /// Postback requests per clock hour for `standard` apps.
+    /// Attributed installs a `standard` app may store per clock hour (UTC).
     pub standard_per_hour: u32,
+    /// Authenticated postback requests a `standard` app may make per clock hour,
+    /// counted per process: protects the server, not a product limit.
+    pub standard_requests_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

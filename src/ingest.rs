@@ -40,8 +40,13 @@ pub enum IngestError {
     MethodNotAllowed { partner: PartnerId },
     #[error("missing or unknown API key")]
     Unauthorized,
-    #[error("hourly postback quota exceeded")]
-    RateLimited(RateInfo),
+    #[error(
+        "this app's hourly quota of {} attributed installs is used up (enterprise apps have none); retry after the hour",
+        .0.limit
+    )]
+    InstallQuota(RateInfo),
+    #[error("more than {} postback requests this hour (the request limit that protects the server); retry after the hour", .0.limit)]
+    RequestLimit(RateInfo),
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error("too many postbacks waiting to be written")]
@@ -58,7 +63,7 @@ impl IngestError {
         match self {
             IngestError::MethodNotAllowed { .. } => "method_not_allowed",
             IngestError::Unauthorized => "unauthorized",
-            IngestError::RateLimited(_) => "rate_limited",
+            IngestError::InstallQuota(_) | IngestError::RequestLimit(_) => "rate_limited",
             IngestError::Invalid(_) => "invalid",
             IngestError::Overloaded | IngestError::Unavailable => "unavailable",
             IngestError::Internal => "internal",
@@ -140,17 +145,21 @@ impl Ingestor {
         *app_id = Some(caller.app_id);
         tracing::Span::current().record("app_id", tracing::field::display(caller.app_id));
 
-        match self
+        // The headers report the install quota (the limit partners care about).
+        *rate = self
             .quota
-            .check(caller.app_id, caller.tier, req.received_at)
+            .install_info(caller.app_id, caller.tier, req.received_at);
+        if let QuotaDecision::Exceeded(info) =
+            self.quota
+                .check_request(caller.app_id, caller.tier, req.received_at)
         {
-            QuotaDecision::Unlimited => {}
-            QuotaDecision::Allowed(info) => *rate = Some(info),
-            QuotaDecision::Exceeded(info) => {
-                *rate = Some(info);
-                crate::telemetry::quota_rejected(partner.as_str());
-                return Err(IngestError::RateLimited(info));
-            }
+            self.rate_limited(caller, partner, req.received_at);
+            self.count(CounterDelta {
+                rate_limited: 1,
+                ..self.delta(caller, partner)
+            })
+            .await;
+            return Err(IngestError::RequestLimit(info));
         }
 
         match delivery.decision {
@@ -167,16 +176,37 @@ impl Ingestor {
                     dedupe_key,
                     raw: Value::Object(raw),
                     received_at: req.received_at,
+                    install_quota: self.quota.install_limit(caller.tier),
                 };
-                self.record(event).await
+                let outcome = self.record(event).await;
+                // After the commit: the count the batch reported.
+                *rate = self
+                    .quota
+                    .install_info(caller.app_id, caller.tier, req.received_at);
+                if let Err(IngestError::InstallQuota(_)) = outcome {
+                    self.rate_limited(caller, partner, req.received_at);
+                    if let Some(info) = rate {
+                        info.remaining = 0;
+                        return Err(IngestError::InstallQuota(*info));
+                    }
+                }
+                outcome
             }
             Decision::Organic(reason) => {
                 tracing::Span::current().record("reason", tracing::field::display(reason));
-                self.count(caller, partner, 1, 0).await;
+                self.count(CounterDelta {
+                    organic_ignored: 1,
+                    ..self.delta(caller, partner)
+                })
+                .await;
                 Ok(Outcome::Organic)
             }
             Decision::Invalid(invalid) => {
-                self.count(caller, partner, 0, 1).await;
+                self.count(CounterDelta {
+                    rejected: 1,
+                    ..self.delta(caller, partner)
+                })
+                .await;
                 Err(IngestError::Invalid(invalid))
             }
         }
@@ -208,6 +238,12 @@ impl Ingestor {
             Ok(Ok(RecordOutcome::Duplicate { first_event_id })) => {
                 Ok(Outcome::Duplicate { first_event_id })
             }
+            // The headers' state is filled in by the caller.
+            Ok(Ok(RecordOutcome::OverQuota)) => Err(IngestError::InstallQuota(RateInfo {
+                limit: 0,
+                remaining: 0,
+                reset: 0,
+            })),
             Ok(Err(WriteError::Overloaded)) => Err(IngestError::Overloaded),
             Ok(Err(WriteError::Unavailable | WriteError::Stopped)) | Err(_) => {
                 Err(IngestError::Unavailable)
@@ -216,14 +252,31 @@ impl Ingestor {
         }
     }
 
-    async fn count(&self, caller: Caller, partner: PartnerId, organic: i64, rejected: i64) {
-        self.writer
-            .count(CounterDelta {
-                app_id: caller.app_id,
-                partner,
-                organic_ignored: organic,
-                rejected,
-            })
-            .await;
+    fn delta(&self, caller: Caller, partner: PartnerId) -> CounterDelta {
+        CounterDelta {
+            app_id: caller.app_id,
+            partner,
+            organic_ignored: 0,
+            rejected: 0,
+            rate_limited: 0,
+        }
+    }
+
+    async fn count(&self, delta: CounterDelta) {
+        self.writer.count(delta).await;
+    }
+
+    /// A 429: the metric, and one warning per app and hour, so that installs lost to
+    /// the limit (partners that retry only on 5xx never resend them) leave a trace.
+    fn rate_limited(&self, caller: Caller, partner: PartnerId, now: DateTime<Utc>) {
+        crate::telemetry::quota_rejected(partner.as_str());
+        if self.quota.first_rejection_this_hour(caller.app_id, now) {
+            tracing::warn!(
+                app_id = %caller.app_id,
+                partner = %partner,
+                "app is over its hourly limit: postbacks are answered 429 until the hour ends \
+                 (tier standard; `apps set-tier APP_ID enterprise` lifts the limit)"
+            );
+        }
     }
 }

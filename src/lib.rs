@@ -147,7 +147,10 @@ impl App {
             Duration::from_millis(config.keys.refresh_ms.max(100)),
             background.clone(),
         ));
-        let quota = Arc::new(quota::Quota::new(config.quota.standard_per_hour));
+        let quota = Arc::new(quota::Quota::new(
+            config.quota.standard_per_hour,
+            config.quota.standard_requests_per_hour,
+        ));
         quota.seed(
             &store
                 .quota_usage(quota::current_window(chrono::Utc::now()))

@@ -142,10 +142,12 @@ async fn write_batch(store: &dyn Store, quota: &Quota, jobs: Vec<Job>) {
                 let entry = counts.entry((d.app_id, d.partner)).or_insert(CounterDelta {
                     organic_ignored: 0,
                     rejected: 0,
+                    rate_limited: 0,
                     ..d
                 });
                 entry.organic_ignored += d.organic_ignored;
                 entry.rejected += d.rejected;
+                entry.rate_limited += d.rate_limited;
             }
         }
     }
@@ -157,8 +159,10 @@ async fn write_batch(store: &dyn Store, quota: &Quota, jobs: Vec<Job>) {
         quota.restore(usage);
     }
     match result {
-        Ok(outcomes) => {
-            for (done, outcome) in waiters.into_iter().zip(outcomes) {
+        Ok(recorded) => {
+            // Before answering: the answers' headers read these counts.
+            quota.note_installs(&recorded.installs);
+            for (done, outcome) in waiters.into_iter().zip(recorded.outcomes) {
                 let _ = done.send(Ok(outcome));
             }
         }
@@ -180,7 +184,10 @@ async fn write_batch(store: &dyn Store, quota: &Quota, jobs: Vec<Job>) {
                 let result = store
                     .record_batch(std::slice::from_ref(&event), &[], &[])
                     .await;
-                let _ = done.send(single_result(result));
+                if let Ok(recorded) = &result {
+                    quota.note_installs(&recorded.installs);
+                }
+                let _ = done.send(single_result(result.map(|r| r.outcomes)));
             }
         }
         Err(e) => {

@@ -338,6 +338,9 @@ pub struct NewEvent {
     /// The request's fields as JSON, without the API key.
     pub raw: serde_json::Value,
     pub received_at: DateTime<Utc>,
+    /// Attributed installs the app may store per clock hour (`standard` apps); `None`
+    /// for no limit. The batch that would store an install over it answers 429.
+    pub install_quota: Option<u32>,
 }
 
 #[cfg(test)]

@@ -82,6 +82,8 @@ pub struct Counters {
     pub organic_ignored: i64,
     pub duplicates: i64,
     pub rejected: i64,
+    /// Answered 429: over the install quota or the request limit.
+    pub rate_limited: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -163,6 +165,7 @@ fn counters(c: &PartnerConnection) -> Counters {
         organic_ignored: c.organic_ignored,
         duplicates: c.duplicates,
         rejected: c.rejected,
+        rate_limited: c.rate_limited,
     }
 }
 

@@ -33,8 +33,8 @@ pub enum AppError {
     RequestTimeout,
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("hourly postback quota exceeded; retry after the window resets")]
-    RateLimited { retry_after: u64 },
+    #[error("{message}")]
+    RateLimited { retry_after: u64, message: String },
     #[error("{0}")]
     BadRequest(String),
     #[error("service temporarily unavailable; retry later")]
@@ -85,14 +85,18 @@ impl From<Invalid> for AppError {
 
 impl From<IngestError> for AppError {
     fn from(e: IngestError) -> Self {
+        let message = e.to_string();
         match e {
             IngestError::MethodNotAllowed { partner } => AppError::MethodNotAllowed {
                 allow: partner.allowed_methods(),
             },
             IngestError::Unauthorized => AppError::Unauthorized,
-            IngestError::RateLimited(info) => AppError::RateLimited {
-                retry_after: info.retry_after(chrono::Utc::now()),
-            },
+            IngestError::InstallQuota(info) | IngestError::RequestLimit(info) => {
+                AppError::RateLimited {
+                    retry_after: info.retry_after(chrono::Utc::now()),
+                    message,
+                }
+            }
             IngestError::Invalid(invalid) => invalid.into(),
             IngestError::Overloaded | IngestError::Unavailable => AppError::Unavailable,
             IngestError::Internal => AppError::Internal,
@@ -120,7 +124,7 @@ impl IntoResponse for AppError {
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
         match &self {
-            AppError::RateLimited { retry_after } => {
+            AppError::RateLimited { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             AppError::Unavailable => {

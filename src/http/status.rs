@@ -131,6 +131,7 @@ fn counters(p: &PartnerOut) -> Markup {
         ("organic ignored", c.organic_ignored),
         ("duplicates", c.duplicates),
         ("rejected", c.rejected),
+        ("rate limited", c.rate_limited),
     ];
     html! {
         ul.counters {

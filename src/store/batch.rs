@@ -44,17 +44,14 @@ pub(crate) fn recorded_installs(
         .collect()
 }
 
-/// The installs that become attributions: those whose user is not `known` (an
-/// index into `installs`) and shares no identifier with an earlier install of the
-/// same app in this batch; first touch wins, in input order.
-pub(crate) fn first_touches(
-    events: &[NewEvent],
-    installs: &[(usize, Uuid)],
-    known: &HashSet<usize>,
-) -> Vec<(usize, Uuid)> {
+/// The installs that may become attributions: those sharing no identifier with an
+/// earlier install of the same app in this batch (first touch wins, in input
+/// order). The database then decides against the users stored before, by claiming
+/// every identifier of each candidate in `user_identities`.
+pub(crate) fn first_touches(events: &[NewEvent], installs: &[(usize, Uuid)]) -> Vec<(usize, Uuid)> {
     let mut claimed: HashSet<(AppId, &'static str, &str)> = Default::default();
     let mut new = Vec::new();
-    for (pos, &(i, event_id)) in installs.iter().enumerate() {
+    for &(i, event_id) in installs {
         let event = &events[i];
         let ids: Vec<(&'static str, &str)> = event
             .postback
@@ -62,10 +59,9 @@ pub(crate) fn first_touches(
             .pairs()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();
-        if known.contains(&pos)
-            || ids
-                .iter()
-                .any(|&(k, v)| claimed.contains(&(event.app_id, k, v)))
+        if ids
+            .iter()
+            .any(|&(k, v)| claimed.contains(&(event.app_id, k, v)))
         {
             continue;
         }
@@ -73,6 +69,62 @@ pub(crate) fn first_touches(
         new.push((i, event_id));
     }
     new
+}
+
+/// The start of the clock hour (UTC) an install is counted in.
+pub(crate) fn quota_window(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(at)
+}
+
+/// New installs of apps with an install quota, per (app, hour window): the quota
+/// and their positions in the batch, in input order (earlier deliveries are granted
+/// first).
+pub(crate) type QuotaDemand = BTreeMap<(AppId, DateTime<Utc>), (u32, Vec<usize>)>;
+
+pub(crate) fn quota_demand(events: &[NewEvent], outcomes: &[RecordOutcome]) -> QuotaDemand {
+    let mut demand = QuotaDemand::new();
+    for (i, (event, outcome)) in events.iter().zip(outcomes).enumerate() {
+        if let (Some(limit), RecordOutcome::Recorded { .. }, EventKind::Install) =
+            (event.install_quota, outcome, event.postback.kind)
+        {
+            demand
+                .entry((event.app_id, quota_window(event.received_at)))
+                .or_insert((limit, Vec::new()))
+                .1
+                .push(i);
+        }
+    }
+    demand
+}
+
+/// Turn the installs beyond each window's grant into `OverQuota`, and the in-batch
+/// copies of them too; returns the event ids that must not stay stored.
+pub(crate) fn apply_grants(
+    outcomes: &mut [RecordOutcome],
+    demand: &QuotaDemand,
+    granted: &BTreeMap<(AppId, DateTime<Utc>), i64>,
+) -> Vec<Uuid> {
+    let mut revoked = Vec::new();
+    for (window, (_, positions)) in demand {
+        let grant = granted.get(window).copied().unwrap_or(0).max(0) as usize;
+        for &i in positions.iter().skip(grant) {
+            if let RecordOutcome::Recorded { event_id } = outcomes[i] {
+                revoked.push(event_id);
+                outcomes[i] = RecordOutcome::OverQuota;
+            }
+        }
+    }
+    if !revoked.is_empty() {
+        let gone: HashSet<Uuid> = revoked.iter().copied().collect();
+        for outcome in outcomes.iter_mut() {
+            if let RecordOutcome::Duplicate { first_event_id } = *outcome {
+                if gone.contains(&first_event_id) {
+                    *outcome = RecordOutcome::OverQuota;
+                }
+            }
+        }
+    }
+    revoked
 }
 
 /// What one batch adds to one `partner_connections` row.
@@ -83,6 +135,7 @@ pub(crate) struct ConnectionTally {
     pub duplicates: i64,
     pub organic_ignored: i64,
     pub rejected: i64,
+    pub rate_limited: i64,
     /// received_at of the newest recorded install: the new last_success_at.
     pub last_install_at: Option<DateTime<Utc>>,
 }
@@ -115,12 +168,14 @@ pub(crate) fn tally_batch(
                 tally.installs += 1;
                 tally.last_install_at = tally.last_install_at.max(Some(event.received_at));
             }
+            (RecordOutcome::OverQuota, _) => tally.rate_limited += 1,
         }
     }
     for delta in counters {
         let tally = tallies.entry((delta.app_id, delta.partner)).or_default();
         tally.organic_ignored += delta.organic_ignored;
         tally.rejected += delta.rejected;
+        tally.rate_limited += delta.rate_limited;
     }
     tallies.retain(|_, tally| !tally.is_noop());
     tallies

@@ -95,8 +95,22 @@ pub struct KeyRecord {
 /// The result of recording one delivery, in the order of the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordOutcome {
-    Recorded { event_id: Uuid },
-    Duplicate { first_event_id: Uuid },
+    Recorded {
+        event_id: Uuid,
+    },
+    Duplicate {
+        first_event_id: Uuid,
+    },
+    /// A new install over its app's hourly install quota: not stored (429).
+    OverQuota,
+}
+
+/// What a batch did: an outcome per delivery, in the order of the batch, and the
+/// install counts of the quota windows it touched (apps with a quota only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordedBatch {
+    pub outcomes: Vec<RecordOutcome>,
+    pub installs: Vec<QuotaUsage>,
 }
 
 /// Counter increments for verdicts that store no event.
@@ -106,14 +120,18 @@ pub struct CounterDelta {
     pub partner: PartnerId,
     pub organic_ignored: i64,
     pub rejected: i64,
+    /// Answered 429 before reaching the writer (the request limit).
+    pub rate_limited: i64,
 }
 
-/// Postback requests of one app in one quota window (a clock hour).
+/// Postback requests and stored attributed installs of one app in one quota
+/// window (a clock hour).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaUsage {
     pub app_id: AppId,
     pub window_start: DateTime<Utc>,
     pub requests: i64,
+    pub installs: i64,
 }
 
 /// One row of `partner_connections`.
@@ -127,6 +145,7 @@ pub struct PartnerConnection {
     pub organic_ignored: i64,
     pub duplicates: i64,
     pub rejected: i64,
+    pub rate_limited: i64,
 }
 
 /// Apps and their API keys (`store/<backend>/apps.rs`).
@@ -167,8 +186,10 @@ pub trait AppStore: Send + Sync + 'static {
 #[async_trait]
 pub trait IngestStore: Send + Sync + 'static {
     /// In ONE transaction: insert each event unless its (app, partner, dedupe_key) was
-    /// seen (also earlier in the same batch), create first-touch attributions for new
-    /// users' installs, and update `partner_connections` (counters, status,
+    /// seen (also earlier in the same batch); grant new installs of apps with an
+    /// `install_quota` from their hour's count, exactly across processes, and store
+    /// none over it (`OverQuota`); create first-touch attributions for new users'
+    /// installs; and update `partner_connections` (counters, status,
     /// last_success_at) including `counters`. Outcomes are in the order of `events`.
     /// In the same transaction, `quota` requests are added to `quota_usage`.
     async fn record_batch(
@@ -176,7 +197,7 @@ pub trait IngestStore: Send + Sync + 'static {
         events: &[NewEvent],
         counters: &[CounterDelta],
         quota: &[QuotaUsage],
-    ) -> Result<Vec<RecordOutcome>, StoreError>;
+    ) -> Result<RecordedBatch, StoreError>;
 
     /// Requests counted per app in the quota window starting at `window_start`.
     async fn quota_usage(&self, window_start: DateTime<Utc>)
@@ -457,11 +478,13 @@ pub(crate) fn is_connection_failure(e: &sqlx::Error) -> bool {
 }
 
 impl RecordOutcome {
-    /// The id of the event this delivery is stored as (its own or the first copy's).
-    pub fn event_id(&self) -> Uuid {
+    /// The id of the event this delivery is stored as (its own or the first copy's);
+    /// none when it was not stored.
+    pub fn event_id(&self) -> Option<Uuid> {
         match *self {
-            RecordOutcome::Recorded { event_id } => event_id,
-            RecordOutcome::Duplicate { first_event_id } => first_event_id,
+            RecordOutcome::Recorded { event_id } => Some(event_id),
+            RecordOutcome::Duplicate { first_event_id } => Some(first_event_id),
+            RecordOutcome::OverQuota => None,
         }
     }
 }

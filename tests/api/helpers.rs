@@ -43,6 +43,7 @@ macro_rules! both_backends {
 /// Knobs a test may turn; everything else is the shipped default.
 pub struct TestConfig {
     pub standard_per_hour: u32,
+    pub requests_per_hour: u32,
     pub key_refresh_ms: u64,
     pub admin_token: Option<&'static str>,
 }
@@ -51,6 +52,7 @@ impl Default for TestConfig {
     fn default() -> Self {
         Self {
             standard_per_hour: 100,
+            requests_per_hour: 10_000,
             key_refresh_ms: 100,
             admin_token: Some(ADMIN_TOKEN),
         }
@@ -173,11 +175,17 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, tc: TestConfig) -> Option<Self> {
+        // `TEST_LOG=warn cargo nextest run … --no-capture` shows the server's logs.
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::env::set_var("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_default());
+            postback_gateway::telemetry::init_logging();
+        }
         let db = TestDb::create(backend).await?;
         let mut config = Config::defaults();
         config.listen_addr = "127.0.0.1:0".parse().unwrap();
         config.database_url = db.url().to_owned();
         config.quota.standard_per_hour = tc.standard_per_hour;
+        config.quota.standard_requests_per_hour = tc.requests_per_hour;
         config.keys.refresh_ms = tc.key_refresh_ms;
         config.admin_token = Secret::new(tc.admin_token.unwrap_or(""));
         let app = App::build(config.clone()).await.expect("server builds");

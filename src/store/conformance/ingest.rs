@@ -1,8 +1,12 @@
 //! Conformance checks of the write path: dedupe, first touch, counters, quota.
 
 use super::*;
+use crate::store::batch::quota_window;
 
 conformance!(
+    install_quota_grants_new_installs_only_and_stores_none_over_it,
+    concurrent_batches_share_an_install_quota_exactly,
+    a_known_users_new_identifier_joins_that_user,
     record_batch_stores_an_accepted_event_under_its_id,
     record_batch_dedupes_against_an_earlier_batch,
     record_batch_dedupes_within_batch,
@@ -303,30 +307,35 @@ async fn counters_and_status_after_a_mixed_batch(store: &dyn Store, _: &Probe) {
             partner: Kochava,
             organic_ignored: 3,
             rejected: 1,
+            rate_limited: 0,
         },
         CounterDelta {
             app_id: app,
             partner: Tune,
             organic_ignored: 2,
             rejected: 0,
+            rate_limited: 0,
         },
         CounterDelta {
             app_id: app,
             partner: Branch,
             organic_ignored: 0,
             rejected: 4,
+            rate_limited: 0,
         },
         CounterDelta {
             app_id: app,
             partner: Kochava,
             organic_ignored: 1,
             rejected: 0,
+            rate_limited: 0,
         },
     ];
     let outcomes = store
         .record_batch(&batch, &counters, &[])
         .await
-        .expect("record batch");
+        .expect("record batch")
+        .outcomes;
     assert_eq!(outcomes.len(), 6);
 
     let expected = vec![
@@ -339,6 +348,7 @@ async fn counters_and_status_after_a_mixed_batch(store: &dyn Store, _: &Probe) {
             organic_ignored: 0,
             duplicates: 0,
             rejected: 4,
+            rate_limited: 0,
         },
         PartnerConnection {
             partner: Kochava,
@@ -349,6 +359,7 @@ async fn counters_and_status_after_a_mixed_batch(store: &dyn Store, _: &Probe) {
             organic_ignored: 4,
             duplicates: 2,
             rejected: 1,
+            rate_limited: 0,
         },
         PartnerConnection {
             partner: Tune,
@@ -359,6 +370,7 @@ async fn counters_and_status_after_a_mixed_batch(store: &dyn Store, _: &Probe) {
             organic_ignored: 2,
             duplicates: 0,
             rejected: 0,
+            rate_limited: 0,
         },
     ];
     assert_eq!(
@@ -394,11 +406,13 @@ async fn app_with_only_organic_deltas_stays_not_connected(store: &dyn Store, pro
         partner: PartnerId::Tune,
         organic_ignored: 5,
         rejected: 0,
+        rate_limited: 0,
     };
     let outcomes = store
         .record_batch(&[], &[delta], &[])
         .await
-        .expect("record counters");
+        .expect("record counters")
+        .outcomes;
     assert!(outcomes.is_empty());
     store
         .record_batch(&[], &[delta], &[])
@@ -416,6 +430,7 @@ async fn app_with_only_organic_deltas_stays_not_connected(store: &dyn Store, pro
             organic_ignored: 10,
             duplicates: 0,
             rejected: 0,
+            rate_limited: 0,
         }]
     );
     assert!(probe.events(app).await.is_empty());
@@ -471,7 +486,8 @@ async fn fifty_event_batch_returns_fifty_outcomes_in_order(store: &dyn Store, pr
     let outcomes = store
         .record_batch(&events, &[], &[])
         .await
-        .expect("record batch");
+        .expect("record batch")
+        .outcomes;
     assert_eq!(outcomes.len(), 50);
     let stored = probe.events(app).await;
     assert_eq!(stored.len(), 45);
@@ -480,7 +496,7 @@ async fn fifty_event_batch_returns_fifty_outcomes_in_order(store: &dyn Store, pr
             assert_eq!(
                 *outcome,
                 RecordOutcome::Duplicate {
-                    first_event_id: outcomes[i - 1].event_id()
+                    first_event_id: outcomes[i - 1].event_id().expect("stored")
                 },
                 "#{i}"
             );
@@ -510,6 +526,7 @@ async fn empty_batch_records_nothing(store: &dyn Store, probe: &Probe) {
         .record_batch(&[], &[], &[])
         .await
         .expect("empty batch")
+        .outcomes
         .is_empty());
     assert!(probe.events(app).await.is_empty());
     assert!(store
@@ -530,6 +547,7 @@ async fn quota_usage_adds_up_per_app_and_window(store: &dyn Store, _: &Probe) {
         app_id,
         window_start,
         requests,
+        installs: 0,
     };
     store
         .record_batch(&[], &[], &[usage(a, hour, 3), usage(b, hour, 1)])
@@ -575,7 +593,7 @@ async fn concurrent_batches_attribute_a_new_user_once(store: &dyn Store, probe: 
         store.record_batch(&three, &[], &[]),
     );
     for outcome in [a, b, c] {
-        recorded_id(outcome.expect("record batch")[0]);
+        recorded_id(outcome.expect("record batch").outcomes[0]);
     }
     assert_eq!(
         probe.attributions(app).await.len(),
@@ -604,7 +622,10 @@ async fn concurrent_batches_with_the_same_keys_in_opposite_order_both_succeed(
             store.record_batch(&forward, &[], &[]),
             store.record_batch(&backward, &[], &[])
         );
-        let (a, b) = (a.expect("forward batch"), b.expect("backward batch"));
+        let (a, b) = (
+            a.expect("forward batch").outcomes,
+            b.expect("backward batch").outcomes,
+        );
         // Whichever committed first recorded both; the other sees both as duplicates.
         assert_eq!(a[0].event_id(), b[1].event_id(), "round {round}");
         assert_eq!(a[1].event_id(), b[0].event_id(), "round {round}");
@@ -615,3 +636,156 @@ async fn concurrent_batches_with_the_same_keys_in_opposite_order_both_succeed(
 // ---------------------------------------------------------------------------
 // Read side
 // ---------------------------------------------------------------------------
+
+fn quota_install(app: AppId, key: &str, quota: u32, at: DateTime<Utc>) -> NewEvent {
+    sample_event(SampleEvent {
+        app,
+        dedupe_key: key.into(),
+        ids: idfa(&format!("IDFA-{key}")),
+        received_at: at,
+        install_quota: Some(quota),
+        ..Default::default()
+    })
+}
+
+async fn install_quota_grants_new_installs_only_and_stores_none_over_it(
+    store: &dyn Store,
+    probe: &Probe,
+) {
+    let app = create_sample_app(store).await;
+    let at = t0();
+    let first = record(store, vec![quota_install(app, "a", 3, at)]).await;
+    let first_id = recorded_id(first[0]);
+    let event = |key: &str| {
+        sample_event(SampleEvent {
+            app,
+            dedupe_key: key.into(),
+            kind: EventKind::Event,
+            ids: idfa("IDFA-a"),
+            received_at: at,
+            install_quota: Some(3),
+            ..Default::default()
+        })
+    };
+    // A redelivery and an in-app event use nothing; of four new installs two fit.
+    let batch = vec![
+        quota_install(app, "a", 3, at),
+        event("e1"),
+        quota_install(app, "b", 3, at),
+        quota_install(app, "c", 3, at),
+        quota_install(app, "d", 3, at),
+        quota_install(app, "d", 3, at),
+        quota_install(app, "e", 3, at),
+    ];
+    let recorded = store
+        .record_batch(&batch, &[], &[])
+        .await
+        .expect("record batch");
+    let o = &recorded.outcomes;
+    assert_eq!(
+        o[0],
+        RecordOutcome::Duplicate {
+            first_event_id: first_id
+        }
+    );
+    assert!(matches!(o[1], RecordOutcome::Recorded { .. }), "an event");
+    assert!(matches!(o[2], RecordOutcome::Recorded { .. }), "b fits");
+    assert!(matches!(o[3], RecordOutcome::Recorded { .. }), "c fits");
+    assert_eq!(
+        &o[4..],
+        &[RecordOutcome::OverQuota; 3],
+        "d (and its copy), e"
+    );
+    assert_eq!(
+        recorded
+            .installs
+            .iter()
+            .map(|u| u.installs)
+            .collect::<Vec<_>>(),
+        vec![3],
+        "the window's count after the batch"
+    );
+    let stored = probe.events(app).await;
+    assert_eq!(stored.len(), 4, "a, e1, b, c: nothing over the quota");
+    assert!(!stored.values().any(|k| k == "d" || k == "e"));
+    assert_eq!(probe.attributions(app).await.len(), 3, "a, b, c");
+
+    // Still full: another new install is refused, an event still stored.
+    let again = record(store, vec![quota_install(app, "f", 3, at), event("e2")]).await;
+    assert_eq!(again[0], RecordOutcome::OverQuota);
+    assert!(matches!(again[1], RecordOutcome::Recorded { .. }));
+    // The next clock hour has its own quota.
+    let later = record(
+        store,
+        vec![quota_install(app, "d", 3, at + chrono::Duration::hours(1))],
+    )
+    .await;
+    assert!(
+        matches!(later[0], RecordOutcome::Recorded { .. }),
+        "{later:?}"
+    );
+
+    let connections = store.partner_connections(app).await.expect("connections");
+    assert_eq!(connections[0].rate_limited, 4, "d, its copy, e, f");
+    assert_eq!(connections[0].installs, 4);
+    let usage = store.quota_usage(quota_window(at)).await.expect("usage");
+    assert_eq!(usage.iter().map(|u| u.installs).sum::<i64>(), 3);
+}
+
+async fn concurrent_batches_share_an_install_quota_exactly(store: &dyn Store, probe: &Probe) {
+    let app = create_sample_app(store).await;
+    let batch = |tag: &str| -> Vec<NewEvent> {
+        (0..4)
+            .map(|i| quota_install(app, &format!("{tag}{i}"), 5, t0()))
+            .collect()
+    };
+    let (one, two, three) = (batch("x"), batch("y"), batch("z"));
+    let (a, b, c) = tokio::join!(
+        store.record_batch(&one, &[], &[]),
+        store.record_batch(&two, &[], &[]),
+        store.record_batch(&three, &[], &[]),
+    );
+    let recorded = [a, b, c]
+        .into_iter()
+        .flat_map(|r| r.expect("record batch").outcomes)
+        .filter(|o| matches!(o, RecordOutcome::Recorded { .. }))
+        .count();
+    assert_eq!(recorded, 5, "12 installs, a quota of 5");
+    assert_eq!(probe.events(app).await.len(), 5);
+}
+
+/// A later install of a known user brings an identifier not seen before: it is no
+/// new user, and neither is a third install known only by that new identifier.
+async fn a_known_users_new_identifier_joins_that_user(store: &dyn Store, probe: &Probe) {
+    let app = create_sample_app(store).await;
+    let install = |key: &str, ids: Identifiers, n: i64| {
+        sample_event(SampleEvent {
+            app,
+            dedupe_key: key.into(),
+            ids,
+            received_at: t0() + secs(n),
+            ..Default::default()
+        })
+    };
+    let first = record(store, vec![install("1", idfa("IDFA-K"), 0)]).await;
+    let first = recorded_id(first[0]);
+    let both = Identifiers {
+        idfa: Some("IDFA-K".into()),
+        user_id: Some("braze-k".into()),
+        ..Identifiers::default()
+    };
+    record(store, vec![install("2", both, 1)]).await;
+    let only_new = Identifiers {
+        user_id: Some("braze-k".into()),
+        ..Identifiers::default()
+    };
+    record(store, vec![install("3", only_new, 2)]).await;
+    let rows = probe.attributions(app).await;
+    assert_eq!(rows.len(), 1, "one user: {rows:?}");
+    let found = store
+        .lookup_user(app, IdentifierKind::UserId, "braze-k")
+        .await
+        .expect("lookup")
+        .expect("found by its new identifier");
+    assert_eq!(found.event_id, first);
+}

@@ -402,6 +402,7 @@ struct SampleEvent {
     source: Option<String>,
     received_at: DateTime<Utc>,
     raw: serde_json::Value,
+    install_quota: Option<u32>,
 }
 
 impl Default for SampleEvent {
@@ -415,6 +416,7 @@ impl Default for SampleEvent {
             source: Some("network-a".into()),
             received_at: t0(),
             raw: json!({"sample": true}),
+            install_quota: None,
         }
     }
 }
@@ -441,6 +443,7 @@ fn sample_event(sample: SampleEvent) -> NewEvent {
         dedupe_key: sample.dedupe_key,
         raw: sample.raw,
         received_at: sample.received_at,
+        install_quota: sample.install_quota,
     }
 }
 
@@ -463,6 +466,7 @@ async fn record(store: &dyn Store, events: Vec<NewEvent>) -> Vec<RecordOutcome> 
         .record_batch(&events, &[], &[])
         .await
         .expect("record batch")
+        .outcomes
 }
 
 // ---------------------------------------------------------------------------

@@ -2,50 +2,46 @@
 
 use super::*;
 
-/// First key of the two-int advisory locks this store takes (the second is per app),
-/// so they cannot collide with other users of advisory locks on the same server.
-const ATTRIBUTION_LOCK_SPACE: i32 = 0x5042_4741; // "PBGA"
-
-/// The body of `record_batch`, inside its transaction.
+/// The body of `record_batch`, inside its transaction: a fixed handful of
+/// set-based statements whatever the batch's size, and no lock wider than the rows
+/// a batch writes, so batches of one busy app (from any process) run side by side.
 async fn record_in(
     conn: &mut PgConnection,
     events: &[NewEvent],
     counters: &[CounterDelta],
-) -> Result<Vec<RecordOutcome>, sqlx::Error> {
-    // A handful of set-based statements per batch, whatever its size: the round
-    // trips, not the rows, are what a batch costs.
-    let outcomes = insert_events(conn, events).await?;
+    requests: &[QuotaUsage],
+) -> Result<RecordedBatch, sqlx::Error> {
+    // Every batch locks rows in the same order of tables (events, quota, user
+    // identities, attributions, counters) and, within one statement, in key order,
+    // so that concurrent batches wait on each other but never deadlock.
 
-    // First-touch attributions. The per-app lock keeps two concurrent batches (two
-    // server processes) from both creating an attribution for the same new user.
-    let installs: Vec<(usize, Uuid)> = recorded_installs(events, &outcomes);
-    // Lock keys sorted and deduplicated, taken in that order by one statement.
-    let locks: BTreeSet<i32> = installs
-        .iter()
-        .map(|&(i, _)| app_lock_key(events[i].app_id))
-        .collect();
-    if !locks.is_empty() {
-        sqlx::query(
-            "select count(pg_advisory_xact_lock($1, k)) \
-             from (select k from unnest($2::int4[]) with ordinality as t(k, n) order by n) ordered",
-        )
-        .bind(ATTRIBUTION_LOCK_SPACE)
-        .bind(locks.into_iter().collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
+    // 1. The events; the dedupe constraint decides duplicates.
+    let mut outcomes = insert_events(conn, events).await?;
+
+    // 2. The hour's counts: requests counted in memory, and new installs of apps
+    //    with a quota, granted exactly (each row stays locked until this batch
+    //    commits); installs over the quota are removed again.
+    let demand = quota_demand(events, &outcomes);
+    let (granted, installs) = count_quota(conn, &demand, requests).await?;
+    let revoked = apply_grants(&mut outcomes, &demand, &granted);
+    if !revoked.is_empty() {
+        sqlx::query("delete from postback_events where id = any($1)")
+            .bind(&revoked)
+            .execute(&mut *conn)
+            .await?;
     }
-    let known = known_users(conn, events, &installs).await?;
-    let new = first_touches(events, &installs, &known);
-    insert_attributions(conn, events, &new).await?;
 
-    upsert_connections(conn, tally_batch(events, &outcomes, counters), Utc::now()).await?;
-    Ok(outcomes)
-}
-
-fn app_lock_key(app: AppId) -> i32 {
-    let (hi, lo) = app.as_uuid().as_u64_pair();
-    let folded = hi ^ lo;
-    (folded ^ (folded >> 32)) as i32
+    // 3. First touch, attributions and counters in one statement.
+    let installs_recorded = recorded_installs(events, &outcomes);
+    let candidates = first_touches(events, &installs_recorded);
+    let tallies = tally_batch(events, &outcomes, counters);
+    let lost = attribute_and_count(conn, events, &candidates, &tallies).await?;
+    // 4. Rare: a known user's install with an identifier not seen before claimed
+    //    that identifier; it belongs to the user's existing attribution.
+    if !lost.is_empty() {
+        repoint_identities(conn, events, &lost).await?;
+    }
+    Ok(RecordedBatch { outcomes, installs })
 }
 
 /// Insert the batch's events with one multi-row statement; copies of a dedupe key
@@ -163,11 +159,13 @@ async fn insert_events(
         }
     }
     if !stored_before.is_empty() {
+        // A lateral probe per key: its plan is an index lookup whatever the
+        // table's size or statistics, so a cached generic plan stays good.
         let rows = sqlx::query(
             "select t.ord, e.id from unnest($1::int4[], $2::uuid[], $3::text[], $4::text[]) \
                as t(ord, app_id, partner, dedupe_key) \
-             join postback_events e on e.app_id = t.app_id and e.partner = t.partner \
-               and e.dedupe_key = t.dedupe_key",
+             cross join lateral (select id from postback_events p where p.app_id = t.app_id \
+               and p.partner = t.partner and p.dedupe_key = t.dedupe_key) e",
         )
         .bind(stored_before.iter().map(|&i| i as i32).collect::<Vec<_>>())
         .bind(
@@ -198,8 +196,8 @@ async fn insert_events(
     }
     for (copy, first) in copies {
         let first_event_id = outcomes[first]
-            .ok_or_else(|| sqlx::Error::Protocol("dedupe key vanished within the batch".into()))?
-            .event_id();
+            .and_then(|o| o.event_id())
+            .ok_or_else(|| sqlx::Error::Protocol("dedupe key vanished within the batch".into()))?;
         outcomes[copy] = Some(RecordOutcome::Duplicate { first_event_id });
     }
     outcomes
@@ -208,195 +206,269 @@ async fn insert_events(
         .collect()
 }
 
-/// Which of the batch's recorded installs (by position in `installs`) share an
-/// identifier with an attribution already stored. One statement: an indexed probe
-/// per identifier column, each written so its partial index applies.
-async fn known_users(
+/// One statement for every `quota_usage` row the batch touches: add the requests
+/// counted in memory, and each window's install demand capped at the quota. Returns
+/// what each window with demand was granted, and its install count afterwards.
+async fn count_quota(
     conn: &mut PgConnection,
-    events: &[NewEvent],
-    installs: &[(usize, Uuid)],
-) -> Result<std::collections::HashSet<usize>, sqlx::Error> {
-    if installs.is_empty() {
+    demand: &QuotaDemand,
+    requests: &[QuotaUsage],
+) -> Result<(BTreeMap<(AppId, DateTime<Utc>), i64>, Vec<QuotaUsage>), sqlx::Error> {
+    let mut rows: BTreeMap<(AppId, DateTime<Utc>), (i64, i64)> = BTreeMap::new();
+    for (window, (_, positions)) in demand {
+        rows.entry(*window).or_default().1 += positions.len() as i64;
+    }
+    for r in requests {
+        rows.entry((r.app_id, r.window_start)).or_default().0 += r.requests;
+    }
+    if rows.is_empty() {
         return Ok(Default::default());
     }
-    let id = |f: fn(&Identifiers) -> &Option<String>| -> Vec<Option<String>> {
-        installs
-            .iter()
-            .map(|&(i, _)| f(&events[i].postback.ids).clone())
-            .collect()
+    // Every standard app has the same quota; should a batch mix two (a changed
+    // configuration), the smaller one applies to all of it.
+    let limit = demand
+        .values()
+        .map(|(limit, _)| i64::from(*limit))
+        .min()
+        .unwrap_or(i64::MAX);
+    // `excluded.installs` is the demand capped at the quota, which caps the sum the
+    // same way; the old count is still at hand in SET, so the grant is written
+    // beside it and read back.
+    let returned = sqlx::query(
+        "insert into quota_usage as q (app_id, window_start, requests, installs, last_grant) \
+         select app_id, w, requests, least($5, demand), least($5, demand) \
+         from unnest($1::uuid[], $2::timestamptz[], $3::int8[], $4::int8[]) \
+           as t(app_id, w, requests, demand) \
+         order by app_id, w \
+         on conflict (app_id, window_start) do update set \
+             requests = q.requests + excluded.requests, \
+             installs = least($5, q.installs + excluded.installs), \
+             last_grant = least($5, q.installs + excluded.installs) - q.installs \
+         returning app_id, window_start, installs, last_grant",
+    )
+    .bind(rows.keys().map(|(a, _)| a.as_uuid()).collect::<Vec<_>>())
+    .bind(rows.keys().map(|(_, w)| *w).collect::<Vec<_>>())
+    .bind(rows.values().map(|(r, _)| *r).collect::<Vec<_>>())
+    .bind(rows.values().map(|(_, d)| *d).collect::<Vec<_>>())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut granted = BTreeMap::new();
+    let mut usage = Vec::new();
+    for row in returned {
+        let window = (app_id_col(&row, "app_id")?, row.try_get("window_start")?);
+        if demand.contains_key(&window) {
+            granted.insert(window, row.try_get::<i64, _>("last_grant")?);
+            usage.push(QuotaUsage {
+                app_id: window.0,
+                window_start: window.1,
+                requests: 0,
+                installs: row.try_get("installs")?,
+            });
+        }
+    }
+    Ok((granted, usage))
+}
+
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+}
+
+/// The identifier columns, in `Identifiers::pairs` order.
+const IDENTIFIER_COLUMNS: [&str; 6] = [
+    "user_id",
+    "idfa",
+    "idfv",
+    "google_aid",
+    "android_id",
+    "partner_device_id",
+];
+
+/// One statement: claim every identifier of each candidate in `user_identities`,
+/// insert the attributions of the candidates that claimed all of theirs (a new
+/// user), and add the batch's tallies to `partner_connections`. Returns the
+/// candidates (as positions in `events`, with their would-be attribution id) that
+/// claimed some identifiers but not all: known users with a new identifier.
+async fn attribute_and_count(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+    candidates: &[(usize, Uuid)],
+    tallies: &BTreeMap<(AppId, PartnerId), ConnectionTally>,
+) -> Result<Vec<(usize, Uuid)>, sqlx::Error> {
+    if candidates.is_empty() && tallies.is_empty() {
+        return Ok(Vec::new());
+    }
+    let attribution_ids: Vec<Uuid> = candidates.iter().map(|_| Uuid::now_v7()).collect();
+    let col = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
+        candidates.iter().map(|&(i, _)| f(&events[i])).collect()
     };
-    let probes = IdentifierKind::ALL
+    let identifiers = IDENTIFIER_COLUMNS
         .iter()
-        .map(|k| {
-            let c = k.column();
-            format!(
-                "exists (select 1 from attributions a where a.app_id = t.app_id \
-                 and a.{c} = t.{c} and a.{c} is not null)"
-            )
-        })
+        .map(|c| format!("('{c}', c.{c})"))
         .collect::<Vec<_>>()
-        .join(" or ");
+        .join(", ");
     let sql = format!(
-        "select t.ord from unnest($1::int4[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::text[]) \
-           as t(ord, app_id, user_id, idfa, idfv, google_aid, android_id, partner_device_id) \
-         where {probes}"
+        "with cand as ( \
+             select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                 $12::text[], $13::text[], $14::text[], $15::timestamptz[]) \
+             as t(id, app_id, event_id, partner, source, campaign, adgroup, ad, user_id, idfa, \
+                 idfv, google_aid, android_id, partner_device_id, attributed_at)), \
+         wanted as ( \
+             select c.id, c.app_id, i.kind, i.value from cand c \
+             cross join lateral (values {identifiers}) as i(kind, value) \
+             where i.value is not null), \
+         claimed as ( \
+             insert into user_identities (app_id, kind, value, attribution_id) \
+             select app_id, kind, value, id from wanted order by app_id, kind, value \
+             on conflict do nothing \
+             returning attribution_id), \
+         tally as ( \
+             select w.id, count(*) as wanted, \
+                 (select count(*) from claimed c where c.attribution_id = w.id) as claimed \
+             from wanted w group by w.id), \
+         attributed as ( \
+             insert into attributions (id, app_id, event_id, partner, source, campaign, adgroup, \
+                 ad, user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at) \
+             select c.* from cand c join tally t on t.id = c.id and t.claimed = t.wanted \
+             returning id), \
+         counted as ( \
+             insert into partner_connections as pc (app_id, partner, status, last_success_at, \
+                 installs, events, organic_ignored, duplicates, rejected, rate_limited, updated_at) \
+             select app_id, partner, status, last_success_at, installs, events, organic_ignored, \
+                 duplicates, rejected, rate_limited, $26 \
+             from unnest($16::uuid[], $17::text[], $18::text[], $19::timestamptz[], $20::int8[], \
+                 $21::int8[], $22::int8[], $23::int8[], $24::int8[], $25::int8[]) with ordinality \
+               as u(app_id, partner, status, last_success_at, installs, events, organic_ignored, \
+                 duplicates, rejected, rate_limited, n) \
+             order by n \
+             on conflict (app_id, partner) do update set \
+                 status = case when excluded.status = 'connected' then 'connected' else pc.status end, \
+                 last_success_at = greatest(pc.last_success_at, excluded.last_success_at), \
+                 installs = pc.installs + excluded.installs, \
+                 events = pc.events + excluded.events, \
+                 organic_ignored = pc.organic_ignored + excluded.organic_ignored, \
+                 duplicates = pc.duplicates + excluded.duplicates, \
+                 rejected = pc.rejected + excluded.rejected, \
+                 rate_limited = pc.rate_limited + excluded.rate_limited, \
+                 updated_at = excluded.updated_at \
+             returning 1) \
+         select t.id from tally t where t.claimed > 0 and t.claimed < t.wanted"
     );
-    let known: Vec<i32> = sqlx::query_scalar(&sql)
-        .bind((0..installs.len() as i32).collect::<Vec<_>>())
+    let rows: Vec<_> = tallies.iter().collect();
+    let num = |f: fn(&ConnectionTally) -> i64| rows.iter().map(|(_, t)| f(t)).collect::<Vec<i64>>();
+    let lost: Vec<Uuid> = sqlx::query_scalar(&sql)
+        .bind(&attribution_ids)
         .bind(
-            installs
+            candidates
                 .iter()
                 .map(|&(i, _)| events[i].app_id.as_uuid())
                 .collect::<Vec<_>>(),
         )
-        .bind(id(|ids| &ids.user_id))
-        .bind(id(|ids| &ids.idfa))
-        .bind(id(|ids| &ids.idfv))
-        .bind(id(|ids| &ids.google_aid))
-        .bind(id(|ids| &ids.android_id))
-        .bind(id(|ids| &ids.partner_device_id))
+        .bind(candidates.iter().map(|&(_, e)| e).collect::<Vec<_>>())
+        .bind(
+            candidates
+                .iter()
+                .map(|&(i, _)| events[i].partner.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(col(|e| e.postback.segments.source.as_deref()))
+        .bind(col(|e| e.postback.segments.campaign.as_deref()))
+        .bind(col(|e| e.postback.segments.adgroup.as_deref()))
+        .bind(col(|e| e.postback.segments.ad.as_deref()))
+        .bind(col(|e| e.postback.ids.user_id.as_deref()))
+        .bind(col(|e| e.postback.ids.idfa.as_deref()))
+        .bind(col(|e| e.postback.ids.idfv.as_deref()))
+        .bind(col(|e| e.postback.ids.google_aid.as_deref()))
+        .bind(col(|e| e.postback.ids.android_id.as_deref()))
+        .bind(col(|e| e.postback.ids.partner_device_id.as_deref()))
+        .bind(
+            candidates
+                .iter()
+                .map(|&(i, _)| events[i].received_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|((app, _), _)| app.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|((_, partner), _)| partner.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, t)| {
+                    if t.connects() {
+                        "connected"
+                    } else {
+                        "not_connected"
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(_, t)| t.last_install_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(num(|t| t.installs))
+        .bind(num(|t| t.events))
+        .bind(num(|t| t.organic_ignored))
+        .bind(num(|t| t.duplicates))
+        .bind(num(|t| t.rejected))
+        .bind(num(|t| t.rate_limited))
+        .bind(Utc::now())
         .fetch_all(&mut *conn)
         .await?;
-    Ok(known.into_iter().map(|k| k as usize).collect())
+    let by_id: HashMap<Uuid, usize> = attribution_ids
+        .iter()
+        .zip(candidates)
+        .map(|(id, &(i, _))| (*id, i))
+        .collect();
+    Ok(lost
+        .into_iter()
+        .filter_map(|id| by_id.get(&id).map(|&i| (i, id)))
+        .collect())
 }
 
-async fn insert_attributions(
+/// Point the identifiers a lost candidate claimed at the attribution of the user it
+/// turned out to be (found through one of its other identifiers).
+async fn repoint_identities(
     conn: &mut PgConnection,
     events: &[NewEvent],
-    new: &[(usize, Uuid)],
+    lost: &[(usize, Uuid)],
 ) -> Result<(), sqlx::Error> {
-    if new.is_empty() {
-        return Ok(());
+    let mut ids = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &(i, lost_id) in lost {
+        for (kind, value) in events[i].postback.ids.pairs() {
+            if let Some(value) = value {
+                ids.0.push(lost_id);
+                ids.1.push(events[i].app_id.as_uuid());
+                ids.2.push(kind);
+                ids.3.push(value);
+            }
+        }
     }
-    let col = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
-        new.iter().map(|&(i, _)| f(&events[i])).collect()
-    };
     sqlx::query(
-        "insert into attributions (id, app_id, event_id, partner, source, campaign, adgroup, ad, \
-             user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at) \
-         select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-             $12::text[], $13::text[], $14::text[], $15::timestamptz[])",
+        "with mine as ( \
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) \
+             as t(lost, app_id, kind, value)), \
+         owner as ( \
+             select distinct on (m.lost) m.lost, u.attribution_id as owner from mine m \
+             join user_identities u on u.app_id = m.app_id and u.kind = m.kind \
+                 and u.value = m.value and u.attribution_id <> m.lost \
+             order by m.lost) \
+         update user_identities u set attribution_id = o.owner \
+         from owner o where u.attribution_id = o.lost",
     )
-    .bind(new.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-    .bind(
-        new.iter()
-            .map(|&(i, _)| events[i].app_id.as_uuid())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        new.iter()
-            .map(|&(_, event_id)| event_id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        new.iter()
-            .map(|&(i, _)| events[i].partner.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(col(|e| e.postback.segments.source.as_deref()))
-    .bind(col(|e| e.postback.segments.campaign.as_deref()))
-    .bind(col(|e| e.postback.segments.adgroup.as_deref()))
-    .bind(col(|e| e.postback.segments.ad.as_deref()))
-    .bind(col(|e| e.postback.ids.user_id.as_deref()))
-    .bind(col(|e| e.postback.ids.idfa.as_deref()))
-    .bind(col(|e| e.postback.ids.idfv.as_deref()))
-    .bind(col(|e| e.postback.ids.google_aid.as_deref()))
-    .bind(col(|e| e.postback.ids.android_id.as_deref()))
-    .bind(col(|e| e.postback.ids.partner_device_id.as_deref()))
-    .bind(
-        new.iter()
-            .map(|&(i, _)| events[i].received_at)
-            .collect::<Vec<_>>(),
-    )
+    .bind(&ids.0)
+    .bind(&ids.1)
+    .bind(&ids.2)
+    .bind(&ids.3)
     .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn add_quota_usage(conn: &mut PgConnection, quota: &[QuotaUsage]) -> Result<(), sqlx::Error> {
-    if quota.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "insert into quota_usage as q (app_id, window_start, requests) \
-         select * from unnest($1::uuid[], $2::timestamptz[], $3::int8[]) \
-         on conflict (app_id, window_start) do update set requests = q.requests + excluded.requests",
-    )
-    .bind(quota.iter().map(|q| q.app_id.as_uuid()).collect::<Vec<_>>())
-    .bind(quota.iter().map(|q| q.window_start).collect::<Vec<_>>())
-    .bind(quota.iter().map(|q| q.requests).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// All of the batch's counter changes in one statement, rows in key order (so
-/// concurrent batches lock them in one global order).
-async fn upsert_connections(
-    conn: &mut PgConnection,
-    tallies: std::collections::BTreeMap<(AppId, PartnerId), ConnectionTally>,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if tallies.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<_> = tallies.iter().collect();
-    let num = |f: fn(&ConnectionTally) -> i64| rows.iter().map(|(_, t)| f(t)).collect::<Vec<i64>>();
-    sqlx::query(
-        "insert into partner_connections as c (app_id, partner, status, last_success_at, \
-             installs, events, organic_ignored, duplicates, rejected, updated_at) \
-         select app_id, partner, status, last_success_at, installs, events, organic_ignored, \
-             duplicates, rejected, $10 \
-         from unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::int8[], \
-             $6::int8[], $7::int8[], $8::int8[], $9::int8[]) with ordinality \
-           as t(app_id, partner, status, last_success_at, installs, events, organic_ignored, \
-             duplicates, rejected, n) \
-         order by n \
-         on conflict (app_id, partner) do update set \
-             status = case when excluded.status = 'connected' then 'connected' else c.status end, \
-             last_success_at = greatest(c.last_success_at, excluded.last_success_at), \
-             installs = c.installs + excluded.installs, \
-             events = c.events + excluded.events, \
-             organic_ignored = c.organic_ignored + excluded.organic_ignored, \
-             duplicates = c.duplicates + excluded.duplicates, \
-             rejected = c.rejected + excluded.rejected, \
-             updated_at = excluded.updated_at",
-    )
-    .bind(
-        rows.iter()
-            .map(|((app, _), _)| app.as_uuid())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|((_, partner), _)| partner.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, t)| {
-                if t.connects() {
-                    "connected"
-                } else {
-                    "not_connected"
-                }
-            })
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, t)| t.last_install_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(num(|t| t.installs))
-    .bind(num(|t| t.events))
-    .bind(num(|t| t.organic_ignored))
-    .bind(num(|t| t.duplicates))
-    .bind(num(|t| t.rejected))
-    .bind(now)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -408,34 +480,47 @@ impl IngestStore for PgStore {
         events: &[NewEvent],
         counters: &[CounterDelta],
         quota: &[QuotaUsage],
-    ) -> Result<Vec<RecordOutcome>, StoreError> {
+    ) -> Result<RecordedBatch, StoreError> {
         if events.is_empty() && counters.is_empty() && quota.is_empty() {
-            return Ok(Vec::new());
+            return Ok(RecordedBatch::default());
         }
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let outcomes = record_in(&mut tx, events, counters)
-            .await
-            .map_err(store_error)?;
-        add_quota_usage(&mut tx, quota).await.map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(outcomes)
+        // Batches lock rows in one order and should never deadlock; should one
+        // still be chosen as a deadlock victim, it is run again rather than failed.
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.writes.begin().await.map_err(store_error)?;
+            match record_in(&mut tx, events, counters, quota).await {
+                Ok(recorded) => {
+                    tx.commit().await.map_err(store_error)?;
+                    return Ok(recorded);
+                }
+                Err(e) if attempt < 2 && is_deadlock(&e) => {
+                    attempt += 1;
+                    tracing::warn!("batch chosen as a deadlock victim; running it again");
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
     }
 
     async fn quota_usage(
         &self,
         window_start: DateTime<Utc>,
     ) -> Result<Vec<QuotaUsage>, StoreError> {
-        let rows = sqlx::query("select app_id, requests from quota_usage where window_start = $1")
-            .bind(window_start)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
+        let rows = sqlx::query(
+            "select app_id, requests, installs from quota_usage where window_start = $1",
+        )
+        .bind(window_start)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
         rows.iter()
             .map(|row| {
                 Ok(QuotaUsage {
                     app_id: AppId::from_uuid(row.try_get("app_id")?),
                     window_start,
                     requests: row.try_get("requests")?,
+                    installs: row.try_get("installs")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

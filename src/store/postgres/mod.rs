@@ -1,7 +1,7 @@
 //! PostgreSQL store: a `PgPool` and runtime queries over `migrations/postgres`.
 //! UUIDs are `uuid`, times `timestamptz`, the raw payload `jsonb`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::str::FromStr;
 
@@ -30,21 +30,27 @@ pub use reads::{bind_list_users, bind_summary, list_users_sql, summary_sql};
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub struct PgStore {
+    /// Reads and app management: planned per execution (see `connect`).
     pool: PgPool,
+    /// The write path: statements whose plan is an index operation whatever the
+    /// statistics (inserts from `unnest`, conflict arbiters, lateral key probes), so
+    /// each is prepared and planned once per connection.
+    writes: PgPool,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, pool: &PoolConfig) -> Result<Self, StoreError> {
-        // Plan every statement with its actual parameters. A generic plan that a
-        // connection caches while the tables are small (sequential scans) stays in
-        // use as they grow, and the batch statements slowed down 4x within a minute
-        // of load on a fresh database; planning costs far less than that.
-        let options = PgConnectOptions::from_str(url)
-            .map_err(store_error)?
+        let write_options = PgConnectOptions::from_str(url).map_err(store_error)?;
+        // Reads: plan every statement with its actual parameters. A generic plan
+        // cached while the tables are small (sequential scans) would stay in use as
+        // they grow; planning a read costs far less than that.
+        let options = write_options
+            .clone()
             .options([("plan_cache_mode", "force_custom_plan")]);
+        let config = pool;
         let pool = match PgPoolOptions::new()
-            .max_connections(pool.max_connections.max(1))
-            .acquire_timeout(pool.acquire_timeout)
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
             .connect_with(options.clone())
             .await
         {
@@ -60,7 +66,11 @@ impl PgStore {
             }
             Err(e) => return Err(store_error(e)),
         };
-        Ok(Self { pool })
+        let writes = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(write_options);
+        Ok(Self { pool, writes })
     }
 }
 
@@ -136,6 +146,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writes.close().await;
     }
 }
 

@@ -2,12 +2,13 @@
 
 use super::*;
 
-/// The body of `record_batch`, inside its transaction.
+/// The body of `record_batch`, inside its transaction. The write lock taken at
+/// BEGIN excludes every other writer, so each step can simply ask and then write.
 async fn record_in(
     conn: &mut SqliteConnection,
     events: &[NewEvent],
     counters: &[CounterDelta],
-) -> Result<Vec<RecordOutcome>, sqlx::Error> {
+) -> Result<RecordedBatch, sqlx::Error> {
     // 1. Events, in dedupe-key order (as on PostgreSQL); a key seen earlier in the
     //    batch is a duplicate of that copy without asking the database.
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; events.len()];
@@ -18,40 +19,72 @@ async fn record_in(
         let outcome = match first_ids.get(&key) {
             Some(&first_event_id) => RecordOutcome::Duplicate { first_event_id },
             None => {
-                let outcome = insert_event(conn, event).await?;
-                first_ids.insert(key, outcome.event_id());
+                let (event_id, outcome) = insert_event(conn, event).await?;
+                first_ids.insert(key, event_id);
                 outcome
             }
         };
         outcomes[i] = Some(outcome);
     }
-    let outcomes: Vec<RecordOutcome> = outcomes
+    let mut outcomes: Vec<RecordOutcome> = outcomes
         .into_iter()
         .map(|outcome| outcome.expect("insert_order visits every event once"))
         .collect();
 
-    // 2. First-touch attributions, in input order. The write lock taken at BEGIN
-    //    already excludes concurrent batches.
-    for (event, outcome) in events.iter().zip(&outcomes) {
-        if let RecordOutcome::Recorded { event_id } = *outcome {
-            if event.postback.kind == EventKind::Install && !user_known(conn, event).await? {
-                insert_attribution(conn, event, event_id).await?;
-            }
-        }
+    // 2. New installs of apps with a quota: granted from their hour's row; the
+    //    surplus is removed again.
+    let demand = quota_demand(events, &outcomes);
+    let mut installs = Vec::new();
+    let mut granted = BTreeMap::new();
+    for (&(app, window), (limit, positions)) in &demand {
+        let row = sqlx::query(
+            "insert into quota_usage as q (app_id, window_start, requests, installs, last_grant) \
+             values ($1, $2, 0, min($3, $4), min($3, $4)) \
+             on conflict (app_id, window_start) do update set \
+                 installs = min($3, q.installs + excluded.installs), \
+                 last_grant = min($3, q.installs + excluded.installs) - q.installs \
+             returning installs, last_grant",
+        )
+        .bind(uuid_text(app.as_uuid()))
+        .bind(time_text(window))
+        .bind(i64::from(*limit))
+        .bind(positions.len() as i64)
+        .fetch_one(&mut *conn)
+        .await?;
+        granted.insert((app, window), row.try_get::<i64, _>("last_grant")?);
+        installs.push(QuotaUsage {
+            app_id: app,
+            window_start: window,
+            requests: 0,
+            installs: row.try_get("installs")?,
+        });
+    }
+    for event_id in apply_grants(&mut outcomes, &demand, &granted) {
+        sqlx::query("delete from postback_events where id = $1")
+            .bind(uuid_text(event_id))
+            .execute(&mut *conn)
+            .await?;
     }
 
-    // 3. One upsert per (app, partner).
+    // 3. First-touch attributions, in input order: a candidate none of whose
+    //    identifiers belongs to a user yet is a new user.
+    let recorded = recorded_installs(events, &outcomes);
+    for (i, event_id) in first_touches(events, &recorded) {
+        attribute(conn, &events[i], event_id).await?;
+    }
+
+    // 4. One upsert per (app, partner).
     let now = Utc::now();
     for ((app, partner), tally) in tally_batch(events, &outcomes, counters) {
         upsert_connection(conn, app, partner, &tally, now).await?;
     }
-    Ok(outcomes)
+    Ok(RecordedBatch { outcomes, installs })
 }
 
 async fn insert_event(
     conn: &mut SqliteConnection,
     event: &NewEvent,
-) -> Result<RecordOutcome, sqlx::Error> {
+) -> Result<(Uuid, RecordOutcome), sqlx::Error> {
     let p = &event.postback;
     let app_id = uuid_text(event.app_id.as_uuid());
     let inserted: Option<String> = sqlx::query_scalar(
@@ -104,66 +137,89 @@ async fn insert_event(
         }
     };
     let id = Uuid::parse_str(&id).map_err(|_| decode_error("uuid", &id))?;
-    Ok(if recorded {
-        RecordOutcome::Recorded { event_id: id }
-    } else {
-        RecordOutcome::Duplicate { first_event_id: id }
-    })
+    Ok((
+        id,
+        if recorded {
+            RecordOutcome::Recorded { event_id: id }
+        } else {
+            RecordOutcome::Duplicate { first_event_id: id }
+        },
+    ))
 }
 
-/// Whether an attribution of the event's app shares any identifier with it
-/// (same column, exact match; absent identifiers match nothing).
-async fn user_known(conn: &mut SqliteConnection, event: &NewEvent) -> Result<bool, sqlx::Error> {
-    let ids = &event.postback.ids;
-    // One EXISTS per column, so each probe uses its own index; a single OR across
-    // the columns makes SQLite scan every attribution of the app.
-    sqlx::query_scalar(
-        "select exists (select 1 from attributions where app_id = $1 and user_id = $2) \
-             or exists (select 1 from attributions where app_id = $1 and idfa = $3) \
-             or exists (select 1 from attributions where app_id = $1 and idfv = $4) \
-             or exists (select 1 from attributions where app_id = $1 and google_aid = $5) \
-             or exists (select 1 from attributions where app_id = $1 and android_id = $6) \
-             or exists (select 1 from attributions where app_id = $1 and partner_device_id = $7)",
-    )
-    .bind(uuid_text(event.app_id.as_uuid()))
-    .bind(&ids.user_id)
-    .bind(&ids.idfa)
-    .bind(&ids.idfv)
-    .bind(&ids.google_aid)
-    .bind(&ids.android_id)
-    .bind(&ids.partner_device_id)
-    .fetch_one(conn)
-    .await
-}
-
-async fn insert_attribution(
+/// Make `event` (a recorded install) the user's attribution unless one of its
+/// identifiers already belongs to a user; if one does, the identifiers not seen
+/// before join that user.
+async fn attribute(
     conn: &mut SqliteConnection,
     event: &NewEvent,
     event_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    let (s, ids) = (&event.postback.segments, &event.postback.ids);
-    sqlx::query(
-        "insert into attributions (id, app_id, event_id, partner, source, campaign, adgroup, ad, \
-             user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(uuid_text(Uuid::now_v7()))
-    .bind(uuid_text(event.app_id.as_uuid()))
-    .bind(uuid_text(event_id))
-    .bind(event.partner.as_str())
-    .bind(&s.source)
-    .bind(&s.campaign)
-    .bind(&s.adgroup)
-    .bind(&s.ad)
-    .bind(&ids.user_id)
-    .bind(&ids.idfa)
-    .bind(&ids.idfv)
-    .bind(&ids.google_aid)
-    .bind(&ids.android_id)
-    .bind(&ids.partner_device_id)
-    .bind(time_text(event.received_at))
-    .execute(conn)
-    .await?;
+    let app = uuid_text(event.app_id.as_uuid());
+    let ids: Vec<(&str, &str)> = event
+        .postback
+        .ids
+        .pairs()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let mut owner: Option<String> = None;
+    for &(kind, value) in &ids {
+        owner = sqlx::query_scalar(
+            "select attribution_id from user_identities \
+             where app_id = $1 and kind = $2 and value = $3",
+        )
+        .bind(&app)
+        .bind(kind)
+        .bind(value)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if owner.is_some() {
+            break;
+        }
+    }
+    let attribution_id = match owner {
+        Some(known) => known,
+        None => {
+            let (s, i) = (&event.postback.segments, &event.postback.ids);
+            let id = uuid_text(Uuid::now_v7());
+            sqlx::query(
+                "insert into attributions (id, app_id, event_id, partner, source, campaign, \
+                     adgroup, ad, user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
+                     attributed_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(&id)
+            .bind(&app)
+            .bind(uuid_text(event_id))
+            .bind(event.partner.as_str())
+            .bind(&s.source)
+            .bind(&s.campaign)
+            .bind(&s.adgroup)
+            .bind(&s.ad)
+            .bind(&i.user_id)
+            .bind(&i.idfa)
+            .bind(&i.idfv)
+            .bind(&i.google_aid)
+            .bind(&i.android_id)
+            .bind(&i.partner_device_id)
+            .bind(time_text(event.received_at))
+            .execute(&mut *conn)
+            .await?;
+            id
+        }
+    };
+    for (kind, value) in ids {
+        sqlx::query(
+            "insert or ignore into user_identities (app_id, kind, value, attribution_id) \
+             values ($1, $2, $3, $4)",
+        )
+        .bind(&app)
+        .bind(kind)
+        .bind(value)
+        .bind(&attribution_id)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -182,8 +238,8 @@ async fn upsert_connection(
     // Two-argument max() is null when either side is; coalesce keeps the other.
     sqlx::query(
         "insert into partner_connections as c (app_id, partner, status, last_success_at, \
-             installs, events, organic_ignored, duplicates, rejected, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             installs, events, organic_ignored, duplicates, rejected, rate_limited, updated_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10) \
          on conflict (app_id, partner) do update set \
              status = case when excluded.status = 'connected' then 'connected' else c.status end, \
              last_success_at = coalesce(max(c.last_success_at, excluded.last_success_at), \
@@ -193,6 +249,7 @@ async fn upsert_connection(
              organic_ignored = c.organic_ignored + excluded.organic_ignored, \
              duplicates = c.duplicates + excluded.duplicates, \
              rejected = c.rejected + excluded.rejected, \
+             rate_limited = c.rate_limited + excluded.rate_limited, \
              updated_at = excluded.updated_at",
     )
     .bind(uuid_text(app.as_uuid()))
@@ -205,6 +262,7 @@ async fn upsert_connection(
     .bind(tally.duplicates)
     .bind(tally.rejected)
     .bind(time_text(now))
+    .bind(tally.rate_limited)
     .execute(conn)
     .await?;
     Ok(())
@@ -217,9 +275,9 @@ impl IngestStore for SqliteStore {
         events: &[NewEvent],
         counters: &[CounterDelta],
         quota: &[QuotaUsage],
-    ) -> Result<Vec<RecordOutcome>, StoreError> {
+    ) -> Result<RecordedBatch, StoreError> {
         if events.is_empty() && counters.is_empty() && quota.is_empty() {
-            return Ok(Vec::new());
+            return Ok(RecordedBatch::default());
         }
         let mut tx = self.begin_write().await?;
         let outcomes = record_in(&mut tx, events, counters)
@@ -246,17 +304,20 @@ impl IngestStore for SqliteStore {
         &self,
         window_start: DateTime<Utc>,
     ) -> Result<Vec<QuotaUsage>, StoreError> {
-        let rows = sqlx::query("select app_id, requests from quota_usage where window_start = $1")
-            .bind(time_text(window_start))
-            .fetch_all(&self.readers)
-            .await
-            .map_err(store_error)?;
+        let rows = sqlx::query(
+            "select app_id, requests, installs from quota_usage where window_start = $1",
+        )
+        .bind(time_text(window_start))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(store_error)?;
         rows.iter()
             .map(|row| {
                 Ok(QuotaUsage {
                     app_id: app_id_col(row, "app_id")?,
                     window_start,
                     requests: row.try_get("requests")?,
+                    installs: row.try_get("installs")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -2,7 +2,7 @@
 //! read pool over one WAL file. UUIDs are lowercase hyphenated text, times fixed-width
 //! UTC text (see [`TIME_FORMAT`]), the raw payload JSON text.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,9 +20,7 @@ use uuid::Uuid;
 use super::batch::*;
 use super::*;
 use crate::domain::PartnerId;
-use crate::domain::{
-    AppId, ConnectionStatus, EventKind, Identifiers, KeyHash, NewEvent, Segments, Tier,
-};
+use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Segments, Tier};
 
 mod apps;
 mod ingest;

@@ -52,7 +52,7 @@ impl ReadStore for SqliteStore {
     async fn partner_connections(&self, app: AppId) -> Result<Vec<PartnerConnection>, StoreError> {
         let rows = sqlx::query(
             "select partner, status, last_success_at, installs, events, organic_ignored, \
-                 duplicates, rejected \
+                 duplicates, rejected, rate_limited \
              from partner_connections where app_id = $1 order by partner",
         )
         .bind(uuid_text(app.as_uuid()))
@@ -75,6 +75,7 @@ impl ReadStore for SqliteStore {
                     organic_ignored: row.try_get("organic_ignored")?,
                     duplicates: row.try_get("duplicates")?,
                     rejected: row.try_get("rejected")?,
+                    rate_limited: row.try_get("rate_limited")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -131,12 +132,12 @@ impl ReadStore for SqliteStore {
         kind: IdentifierKind,
         value: &str,
     ) -> Result<Option<AttributionRecord>, StoreError> {
-        // One attribution per user is the rule; should several rows share the
-        // identifier anyway, the first touch is the answer.
+        // An identifier belongs to one user (`user_identities`), and the user to
+        // the attribution of its first touch.
         let sql = format!(
             "select {ATTRIBUTION_COLUMNS} from attributions \
-             where app_id = $1 and {} = $2 \
-             order by attributed_at, id limit 1",
+             where app_id = $1 and id = (select attribution_id from user_identities \
+                 where app_id = $1 and kind = '{}' and value = $2)",
             kind.column()
         );
         let row = sqlx::query(&sql)
