@@ -35,6 +35,15 @@ pub enum Command {
     /// Manage apps and their API keys.
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Remove stored events and dedupe keys past retention (`retention.*`).
+    Prune {
+        /// Report what would go, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +112,33 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
             let store = open_store(&config).await?;
             store.close().await;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Prune { dry_run, json } => {
+            let store = open_store(&config).await?;
+            let report = store
+                .prune(chrono::Utc::now(), config.retention.policy(), dry_run)
+                .await;
+            store.close().await;
+            let report = report?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"dry_run": dry_run, "months": report.months,
+                           "events": report.events, "dedupe_keys": report.dedupe_keys})
+                );
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                let months = if report.months.is_empty() {
+                    "none".to_owned()
+                } else {
+                    report.months.join(", ")
+                };
+                println!(
+                    "{verb}: {} events (months: {months}), {} dedupe keys",
+                    report.events, report.dedupe_keys
+                );
+            }
             Ok(())
         }
         Command::Apps(cmd) => {

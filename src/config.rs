@@ -44,6 +44,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub writer: WriterConfig,
     pub keys: KeysConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +97,26 @@ pub struct WriterConfig {
 pub struct KeysConfig {
     /// Reload interval of the in-memory key table, in milliseconds.
     pub refresh_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days a stored event is kept at least; whole months go once older.
+    pub events_days: u32,
+    /// Days a dedupe key is kept at least: a retry older than that is a new delivery.
+    pub dedupe_days: u32,
+    /// Hours between in-process prunes; 0 leaves pruning to `postback-gateway prune`.
+    pub prune_every_hours: u32,
+}
+
+impl RetentionConfig {
+    pub fn policy(&self) -> crate::store::RetentionPolicy {
+        crate::store::RetentionPolicy {
+            events_days: self.events_days,
+            dedupe_days: self.dedupe_days,
+        }
+    }
 }
 
 /// A string that never prints its value.
@@ -228,6 +249,18 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.retention.dedupe_days < 2 {
+            return invalid(
+                "retention.dedupe_days",
+                "must be at least 2 (partners retry for up to 24 hours)",
+            );
+        }
+        if self.retention.events_days < self.retention.dedupe_days {
+            return invalid(
+                "retention.events_days",
+                "must be at least retention.dedupe_days",
+            );
         }
         let url = &self.public_base_url;
         if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {

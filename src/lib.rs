@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod keys;
 pub mod partners;
 pub mod quota;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 pub mod writer;
@@ -85,6 +86,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             DatabaseKind::Sqlite(url) => Arc::new(SqliteStore::open(url, &config.pool()).await?),
         };
         store.migrate().await?;
+        store.prepare_months(chrono::Utc::now()).await?;
         Ok(store)
     }
     .await;
@@ -141,6 +143,14 @@ impl App {
         let created_default_app = apps::create_default_app(store.as_ref()).await?;
 
         let background = CancellationToken::new();
+        if config.retention.prune_every_hours > 0 {
+            tokio::spawn(retention::prune_loop(
+                store.clone(),
+                config.retention.policy(),
+                Duration::from_secs(u64::from(config.retention.prune_every_hours) * 3600),
+                background.clone(),
+            ));
+        }
         let keys = Arc::new(keys::KeyCache::new(store.clone()));
         keys.reload_if_older_than(Duration::ZERO).await?;
         tokio::spawn(keys.clone().refresh_loop(

@@ -15,7 +15,7 @@ pub mod sqlite;
 
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use super::{AppStore, IngestStore, ReadStore, Store};
+    pub use super::{AppStore, IngestStore, MaintenanceStore, ReadStore, Store};
 }
 
 #[cfg(test)]
@@ -252,10 +252,58 @@ pub trait ReadStore: Send + Sync + 'static {
     ) -> Result<Vec<DailySourceCount>, StoreError>;
 }
 
+/// How long stored deliveries are kept (`[retention]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Events are kept at least this long; a month goes once all of it is older.
+    pub events_days: u32,
+    /// Dedupe keys are kept at least this long (well past every partner's retry
+    /// window); a retry older than that is stored as a new delivery.
+    pub dedupe_days: u32,
+}
+
+/// What a prune removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneReport {
+    /// Months of events removed, as `YYYY-MM`.
+    pub months: Vec<String>,
+    pub events: u64,
+    pub dedupe_keys: u64,
+}
+
+/// Retention: tables that stay bounded (`store/<backend>/maintenance.rs`).
+#[async_trait]
+pub trait MaintenanceStore: Send + Sync + 'static {
+    /// Make sure the months around `now` can take events (PostgreSQL creates the
+    /// monthly partitions of `postback_events` from the month before to three months
+    /// ahead; SQLite has none to make).
+    async fn prepare_months(&self, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Remove what `policy` no longer keeps at `now`: whole months of events (a
+    /// dropped partition on PostgreSQL), dedupe keys by age. `dry_run` only reports.
+    async fn prune(
+        &self,
+        now: DateTime<Utc>,
+        policy: RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<PruneReport, StoreError>;
+}
+
+/// The first month (its first day) that `policy` keeps entirely at `now`: every
+/// month that ends on or before `now - events_days` can go.
+pub(crate) fn first_kept_month(now: DateTime<Utc>, events_days: u32) -> chrono::NaiveDate {
+    use chrono::Datelike;
+    let cutoff = (now - chrono::Duration::days(i64::from(events_days))).date_naive();
+    // The month holding the cutoff still has kept days in it.
+    chrono::NaiveDate::from_ymd_opt(cutoff.year(), cutoff.month(), 1).unwrap_or(cutoff)
+}
+
 /// A whole backend: every concern's operations plus its lifecycle. Held as
 /// `Arc<dyn Store>`; bring the concern traits into scope with `use crate::store::prelude::*`.
 #[async_trait]
-pub trait Store: AppStore + IngestStore + ReadStore + Send + Sync + 'static {
+pub trait Store:
+    AppStore + IngestStore + ReadStore + MaintenanceStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Apply pending migrations of this backend's folder.

@@ -60,6 +60,7 @@ macro_rules! conformance {
 
 mod apps;
 mod ingest;
+mod maintenance;
 mod migrations;
 mod reads;
 

@@ -25,10 +25,16 @@ async fn record_in(
     let (granted, installs) = count_quota(conn, &demand, requests).await?;
     let revoked = apply_grants(&mut outcomes, &demand, &granted);
     if !revoked.is_empty() {
-        sqlx::query("delete from postback_events where id = any($1)")
-            .bind(&revoked)
-            .execute(&mut *conn)
-            .await?;
+        // Their keys go too: a retry after the hour is a new delivery.
+        sqlx::query(
+            "with gone as (delete from postback_events where id = any($1) \
+                 returning app_id, partner, dedupe_key) \
+             delete from dedupe_keys d using gone g where d.app_id = g.app_id \
+                 and d.partner = g.partner and d.dedupe_key = g.dedupe_key",
+        )
+        .bind(&revoked)
+        .execute(&mut *conn)
+        .await?;
     }
 
     // 3. First touch, attributions and counters in one statement.
@@ -70,23 +76,32 @@ async fn insert_events(
     let col = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
         unique.iter().map(|&i| f(&events[i])).collect()
     };
+    // The dedupe key is claimed first (its own table: postback_events is
+    // partitioned by month, and a retry may come in another month); the events
+    // whose key was new are inserted by the same statement.
     let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "insert into postback_events (id, app_id, partner, kind, event_name, \
+        "with t as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+             $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
+             $16::text[], $17::text[], $18::text[], $19::timestamptz[], $20::timestamptz[], \
+             $21::text[], $22::text[]) \
+           as t(id, app_id, partner, kind, event_name, source, campaign, adgroup, ad, \
+             user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
+             ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw)), \
+         claimed as ( \
+             insert into dedupe_keys (app_id, partner, dedupe_key, event_id, received_at) \
+             select app_id, partner, dedupe_key, id, received_at from t \
+             order by app_id, partner, dedupe_key \
+             on conflict do nothing \
+             returning event_id) \
+         insert into postback_events (id, app_id, partner, kind, event_name, \
              source, campaign, adgroup, ad, \
              user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
              ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw_payload) \
          select id, app_id, partner, kind, event_name, source, campaign, adgroup, ad, \
              user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
              ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw::jsonb \
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::text[], $9::text[], \
-             $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
-             $16::text[], $17::text[], $18::text[], $19::timestamptz[], $20::timestamptz[], \
-             $21::text[], $22::text[]) \
-           as t(id, app_id, partner, kind, event_name, source, campaign, adgroup, ad, \
-             user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
-             ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw) \
-         on conflict (app_id, partner, dedupe_key) do nothing \
+         from t where id in (select event_id from claimed) \
          returning id",
     )
     .bind(&ids)
@@ -164,8 +179,9 @@ async fn insert_events(
         let rows = sqlx::query(
             "select t.ord, e.id from unnest($1::int4[], $2::uuid[], $3::text[], $4::text[]) \
                as t(ord, app_id, partner, dedupe_key) \
-             cross join lateral (select id from postback_events p where p.app_id = t.app_id \
-               and p.partner = t.partner and p.dedupe_key = t.dedupe_key) e",
+             cross join lateral (select event_id as id from dedupe_keys d \
+               where d.app_id = t.app_id and d.partner = t.partner \
+               and d.dedupe_key = t.dedupe_key) e",
         )
         .bind(stored_before.iter().map(|&i| i as i32).collect::<Vec<_>>())
         .bind(

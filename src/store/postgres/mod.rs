@@ -22,6 +22,7 @@ use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Seg
 
 mod apps;
 mod ingest;
+mod maintenance;
 mod reads;
 
 #[doc(hidden)]

@@ -24,6 +24,7 @@ use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Seg
 
 mod apps;
 mod ingest;
+mod maintenance;
 mod reads;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");

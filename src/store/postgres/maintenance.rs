@@ -1,0 +1,127 @@
+//! PostgreSQL: retention. `postback_events` is partitioned by month of
+//! received_at, so a month past retention is one `drop table`; dedupe keys live in
+//! their own table and go by age.
+
+use chrono::{Datelike, Months, NaiveDate};
+
+use super::*;
+
+/// `postback_events_YYYY_MM`: the partition of the month starting on `month`.
+fn partition_name(month: NaiveDate) -> String {
+    format!("postback_events_{:04}_{:02}", month.year(), month.month())
+}
+
+/// The month a partition holds, from its name; `None` for other tables (the
+/// default partition).
+fn partition_month(name: &str) -> Option<NaiveDate> {
+    let rest = name.strip_prefix("postback_events_")?;
+    let (year, month) = rest.split_once('_')?;
+    NaiveDate::from_ymd_opt(year.parse().ok()?, month.parse().ok()?, 1)
+}
+
+fn month_start(t: DateTime<Utc>) -> NaiveDate {
+    let d = t.date_naive();
+    NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap_or(d)
+}
+
+fn utc_midnight(d: NaiveDate) -> DateTime<Utc> {
+    d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+#[async_trait]
+impl MaintenanceStore for PgStore {
+    async fn prepare_months(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let first = month_start(now) - Months::new(1);
+        for i in 0..5 {
+            let month = first + Months::new(i);
+            // Names and bounds are made here from dates, never from input.
+            let sql = format!(
+                "create table if not exists {} partition of postback_events \
+                 for values from ('{}') to ('{}')",
+                partition_name(month),
+                utc_midnight(month).to_rfc3339(),
+                utc_midnight(month + Months::new(1)).to_rfc3339(),
+            );
+            match sqlx::query(&sql).execute(&self.pool).await {
+                Ok(_) => {}
+                // Another node created it between our check and our create.
+                Err(sqlx::Error::Database(db))
+                    if matches!(db.code().as_deref(), Some("42P07" | "23505")) => {}
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn prune(
+        &self,
+        now: DateTime<Utc>,
+        policy: RetentionPolicy,
+        dry_run: bool,
+    ) -> Result<PruneReport, StoreError> {
+        let keep_from = first_kept_month(now, policy.events_days);
+        let partitions: Vec<String> = sqlx::query_scalar(
+            "select c.relname::text from pg_inherits i join pg_class c on c.oid = i.inhrelid \
+             where i.inhparent = 'postback_events'::regclass order by 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut report = PruneReport::default();
+        for name in partitions {
+            let Some(month) = partition_month(&name) else {
+                continue;
+            };
+            if month >= keep_from {
+                continue;
+            }
+            let rows: i64 = sqlx::query_scalar(&format!("select count(*) from {name}"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if !dry_run {
+                sqlx::query(&format!("drop table if exists {name}"))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+            }
+            // Empty months (made ahead of time) go without a mention.
+            if rows > 0 {
+                report
+                    .months
+                    .push(format!("{:04}-{:02}", month.year(), month.month()));
+                report.events += rows as u64;
+            }
+        }
+        let key_cutoff = now - chrono::Duration::days(i64::from(policy.dedupe_days));
+        let keys = if dry_run {
+            sqlx::query_scalar::<_, i64>("select count(*) from dedupe_keys where received_at < $1")
+                .bind(key_cutoff)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)? as u64
+        } else {
+            sqlx::query("delete from dedupe_keys where received_at < $1")
+                .bind(key_cutoff)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?
+                .rows_affected()
+        };
+        report.dedupe_keys = keys;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip_and_other_tables_are_not_months() {
+        let may = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        assert_eq!(partition_name(may), "postback_events_2024_05");
+        assert_eq!(partition_month("postback_events_2024_05"), Some(may));
+        assert_eq!(partition_month("postback_events_default"), None);
+    }
+}
