@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod cli;
 mod crash;
+mod fleet;
 mod health;
 mod hostile;
 mod keys;
