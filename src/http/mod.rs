@@ -83,21 +83,22 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
-/// Every documented route, and the OpenAPI document generated from them.
-fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+/// Every documented route but `/metrics`, which may live on its own listener.
+fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(postbacks::router())
         .merge(admin::router())
         .merge(status::router())
         .merge(health::router())
-        .merge(health::metrics_router())
         .routes(utoipa_axum::routes!(openapi_json))
-        .split_for_parts()
 }
 
-/// The OpenAPI 3 document of every route.
+/// The OpenAPI 3 document of every route (`/metrics` included wherever it is served).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().1
+    api_routes()
+        .merge(health::metrics_router())
+        .split_for_parts()
+        .1
 }
 
 /// This document.
@@ -111,12 +112,22 @@ async fn openapi_json(Extension(doc): Extension<Arc<str>>) -> impl IntoResponse 
 }
 
 pub fn router(state: AppState, options: RouterOptions) -> Router {
-    let (mut routes, doc) = documented_routes();
-    if !options.metrics_on_main {
-        // Documented above, but served on its own listener.
-        routes = routes.route("/metrics", get(metrics_moved));
-    }
-    let doc: Arc<str> = doc.to_json().unwrap_or_else(|_| "{}".to_owned()).into();
+    let routes = if options.metrics_on_main {
+        api_routes()
+            .merge(health::metrics_router())
+            .split_for_parts()
+            .0
+    } else {
+        // Documented, but served on its own listener.
+        api_routes()
+            .split_for_parts()
+            .0
+            .route("/metrics", get(metrics_moved))
+    };
+    let doc: Arc<str> = openapi()
+        .to_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+        .into();
     let max_body = state.max_body_bytes;
     routes
         .fallback(not_found)

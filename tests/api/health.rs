@@ -1,11 +1,12 @@
 //! Probes, metrics and request ids.
 
 use crate::both_backends;
-use crate::helpers::{json_body, Backend, TestApp};
+use crate::helpers::{assert_error, json_body, Backend, ServerProcess, TestApp, TestDb};
 
 both_backends!(
     health_and_readiness_answer_and_carry_request_ids,
-    metrics_count_postbacks_by_partner_and_verdict
+    metrics_count_postbacks_by_partner_and_verdict,
+    metrics_listen_addr_serves_metrics_on_its_own_port,
 );
 
 async fn health_and_readiness_answer_and_carry_request_ids(backend: Backend) {
@@ -60,4 +61,49 @@ async fn metrics_count_postbacks_by_partner_and_verdict(backend: Backend) {
         "{text}"
     );
     app.stop().await;
+}
+
+/// `METRICS_LISTEN_ADDR` once panicked at start (the route was added twice) and the
+/// binary exited 101.
+async fn metrics_listen_addr_serves_metrics_on_its_own_port(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    // A port that was free a moment ago: the server binds it itself.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let server = ServerProcess::start(db.url(), &[("METRICS_LISTEN_ADDR", &metrics_addr)]);
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("the metrics listener answers");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let resp = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "not_found", "/metrics on the main listener").await;
+    let resp = client
+        .get(format!("{}/openapi.json", server.address))
+        .send()
+        .await
+        .unwrap();
+    let doc = json_body(resp, 200, "openapi.json").await;
+    assert!(
+        doc["paths"]["/metrics"]["get"].is_object(),
+        "still documented"
+    );
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "exit 0 on SIGTERM, got {status}:\n{logs}");
 }

@@ -503,6 +503,9 @@ impl ServerProcess {
                 }
             }));
         }
+        // Only the readers hold senders now: a process that dies before reporting its
+        // address ends the wait at once.
+        drop(addr_tx);
         let address = match addr_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => format!("http://{a}"),
             Err(_) => {
