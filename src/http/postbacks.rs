@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::error::AppError;
 use super::{AppState, BodyTimedOut};
+use crate::domain::AppId;
 use crate::ingest::{Outcome, PostbackRequest};
 use crate::partners::{Method, PartnerId};
 use crate::quota::RateInfo;
@@ -61,40 +62,112 @@ async fn receive(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let handled = handle(state, partner, method, &headers, query, body).await;
+    let status = handled.response.status();
+    if status == StatusCode::OK {
+        tracing::debug!(
+            partner = handled.partner,
+            app_id = handled.app_id.map(tracing::field::display),
+            verdict = handled.verdict,
+            "postback answered"
+        );
+    } else {
+        // The request id and route are on the request span. Never the key: reasons
+        // name fields, not values.
+        tracing::info!(
+            partner = handled.partner,
+            app_id = handled.app_id.map(tracing::field::display),
+            status = status.as_u16(),
+            verdict = handled.verdict,
+            reason = truncated(&handled.reason),
+            "postback rejected"
+        );
+    }
+    handled.response
+}
+
+/// One answered postback, with what its log line needs.
+struct Handled {
+    response: Response,
+    /// The partner id, or `unknown` when the segment names none.
+    partner: &'static str,
+    app_id: Option<AppId>,
+    verdict: &'static str,
+    /// The error message of a non-200 answer.
+    reason: String,
+}
+
+impl Handled {
+    fn rejected(partner: &'static str, verdict: &'static str, error: AppError) -> Self {
+        if partner != UNKNOWN {
+            telemetry::postback_handled(partner, verdict);
+        }
+        Self {
+            partner,
+            app_id: None,
+            verdict,
+            reason: error.to_string(),
+            response: error.into_response(),
+        }
+    }
+}
+
+const UNKNOWN: &str = "unknown";
+
+/// Longest reason logged: a reason may quote a payload key name of any length.
+const MAX_LOGGED_REASON: usize = 200;
+
+fn truncated(reason: &str) -> &str {
+    match reason.char_indices().nth(MAX_LOGGED_REASON) {
+        Some((end, _)) => &reason[..end],
+        None => reason,
+    }
+}
+
+async fn handle(
+    state: AppState,
+    partner: Result<Path<String>, PathRejection>,
+    method: HttpMethod,
+    headers: &HeaderMap,
+    query: Option<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Handled {
     let received_at = Utc::now();
     // A segment that does not even decode (`%FF`) names no partner either: 404 in
     // JSON, not axum's plain-text 400.
     let partner: PartnerId = match partner.map(|Path(p)| p.parse()) {
         Ok(Ok(p)) => p,
-        _ => return AppError::UnknownPartner.into_response(),
+        _ => return Handled::rejected(UNKNOWN, "unknown_partner", AppError::UnknownPartner),
     };
+    let name = partner.as_str();
     let method = match method {
         HttpMethod::GET => Method::Get,
         HttpMethod::POST => Method::Post,
         _ => {
-            return AppError::MethodNotAllowed {
-                allow: partner.allowed_methods(),
-            }
-            .into_response()
+            let allow = partner.allowed_methods();
+            return Handled::rejected(
+                name,
+                "method_not_allowed",
+                AppError::MethodNotAllowed { allow },
+            );
         }
     };
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            telemetry::postback_handled(partner.as_str(), "payload_too_large");
-            return AppError::PayloadTooLarge {
-                limit: state.max_body_bytes,
-            }
-            .into_response();
+            let limit = state.max_body_bytes;
+            return Handled::rejected(
+                name,
+                "payload_too_large",
+                AppError::PayloadTooLarge { limit },
+            );
         }
         Err(rejection) if BodyTimedOut::caused(&rejection) => {
-            telemetry::postback_handled(partner.as_str(), "request_timeout");
-            return AppError::RequestTimeout.into_response();
+            return Handled::rejected(name, "request_timeout", AppError::RequestTimeout);
         }
         Err(_) => {
-            telemetry::postback_handled(partner.as_str(), "invalid");
-            return AppError::InvalidPayload("could not read the request body".into())
-                .into_response();
+            let error = AppError::InvalidPayload("could not read the request body".into());
+            return Handled::rejected(name, "invalid", error);
         }
     };
     let reply = state
@@ -109,10 +182,10 @@ async fn receive(
         })
         .await;
 
-    let mut response = match reply.result {
+    let mut handled = match reply.result {
         Ok(outcome) => {
-            telemetry::postback_handled(partner.as_str(), outcome.verdict());
-            Json(match outcome {
+            telemetry::postback_handled(name, outcome.verdict());
+            let body = match outcome {
                 Outcome::Accepted { event_id } => {
                     json!({"status": "accepted", "event_id": event_id})
                 }
@@ -120,18 +193,22 @@ async fn receive(
                     json!({"status": "duplicate", "event_id": first_event_id})
                 }
                 Outcome::Organic => json!({"status": "ignored", "reason": "organic"}),
-            })
-            .into_response()
+            };
+            Handled {
+                response: Json(body).into_response(),
+                partner: name,
+                app_id: None,
+                verdict: outcome.verdict(),
+                reason: String::new(),
+            }
         }
-        Err(e) => {
-            telemetry::postback_handled(partner.as_str(), e.verdict());
-            AppError::from(e).into_response()
-        }
+        Err(e) => Handled::rejected(name, e.verdict(), AppError::from(e)),
     };
+    handled.app_id = reply.app_id;
     if let Some(rate) = reply.rate {
-        add_rate_headers(response.headers_mut(), rate);
+        add_rate_headers(handled.response.headers_mut(), rate);
     }
-    response
+    handled
 }
 
 fn add_rate_headers(headers: &mut HeaderMap, rate: RateInfo) {

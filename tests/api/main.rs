@@ -9,6 +9,7 @@ mod crash;
 mod health;
 mod hostile;
 mod keys;
+mod logs;
 mod outage;
 mod page;
 mod partners;
