@@ -136,6 +136,7 @@ pub fn router(state: AppState, options: RouterOptions) -> Router {
         .layer(Extension(doc))
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::map_request(drop_unsafe_request_id))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(observe))
@@ -251,6 +252,34 @@ async fn method_not_allowed(uri: Uri) -> AppError {
         None => AppError::MethodNotAllowed { allow: "GET" },
     }
 }
+
+/// Longest client-chosen request id kept; a UUID is 36 characters.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A client's `X-Request-Id` is logged and echoed: keep it only when it is short and
+/// made of characters that cannot forge a log line (letters, digits, `-_.:`), else
+/// drop it so that one is generated.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let safe = |v: &[u8]| {
+        (1..=MAX_REQUEST_ID_LEN).contains(&v.len())
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    };
+    let headers = request.headers_mut();
+    let ids = headers.get_all(REQUEST_ID);
+    let mut ids = ids.iter();
+    let keep = match (ids.next(), ids.next()) {
+        (Some(id), None) => safe(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        headers.remove(REQUEST_ID);
+    }
+    request
+}
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// One span per request with its id and matched route, never the raw URI (its query
 /// may carry `api_key`); a log line when it ends; the latency histogram.

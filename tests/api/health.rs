@@ -7,6 +7,7 @@ both_backends!(
     health_and_readiness_answer_and_carry_request_ids,
     metrics_count_postbacks_by_partner_and_verdict,
     metrics_listen_addr_serves_metrics_on_its_own_port,
+    client_request_ids_are_echoed_only_when_short_and_safe,
 );
 
 async fn health_and_readiness_answer_and_carry_request_ids(backend: Backend) {
@@ -106,4 +107,44 @@ async fn metrics_listen_addr_serves_metrics_on_its_own_port(backend: Backend) {
     );
     let (status, logs) = server.terminate();
     assert!(status.success(), "exit 0 on SIGTERM, got {status}:\n{logs}");
+}
+
+/// A client's `X-Request-Id` is logged: one that could forge a log line (spaces,
+/// quotes, `=`, non-ASCII bytes) or is very long is replaced by a generated one.
+async fn client_request_ids_are_echoed_only_when_short_and_safe(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let get = |id: Vec<u8>| {
+        let request = app.client.get(app.url("/healthz")).header(
+            "x-request-id",
+            reqwest::header::HeaderValue::from_bytes(&id).unwrap(),
+        );
+        async move { request.send().await.unwrap() }
+    };
+    let uuid = uuid::Uuid::new_v4().to_string();
+    for kept in ["abc-123", "a", "Root.1:2_3", &uuid, &"x".repeat(128)] {
+        let resp = get(kept.as_bytes().to_vec()).await;
+        assert_eq!(resp.headers()["x-request-id"], kept, "{kept:?} is echoed");
+    }
+    let forged: [&[u8]; 7] = [
+        b"abc status=500 message=\"forged\"",
+        b"\"quoted\"",
+        b"a=b",
+        b"tab\there",
+        "caf\u{e9}".as_bytes(),
+        &[b'x'; 129],
+        &[b'y'; 60_000],
+    ];
+    for id in forged {
+        let resp = get(id.to_vec()).await;
+        assert_eq!(resp.status(), 200);
+        let echoed = resp.headers()["x-request-id"].to_str().unwrap();
+        assert!(
+            uuid::Uuid::parse_str(echoed).is_ok(),
+            "{:?} is replaced by a generated id, got {echoed:?}",
+            String::from_utf8_lossy(&id[..id.len().min(40)])
+        );
+    }
+    app.stop().await;
 }
