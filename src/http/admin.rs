@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(users))
         .routes(routes!(lookup))
         .routes(routes!(summary))
+        .layer(axum::middleware::map_response(super::private_response))
 }
 
 #[derive(Serialize, ToSchema)]

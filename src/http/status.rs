@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, NaiveDate, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -31,7 +31,18 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:;
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(attribution_page))
+    OpenApiRouter::new()
+        .routes(routes!(attribution_page))
+        .layer(axum::middleware::map_response(page_response))
+}
+
+/// Every answer of the page routes (logins and errors too) is private and unframeable.
+async fn page_response(response: Response) -> Response {
+    let mut response = super::private_response(response).await;
+    response
+        .headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// HTML status page of one app's attribution partners (HTTP Basic, ADMIN_TOKEN as password).
@@ -58,8 +69,6 @@ async fn attribution_page(
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
         ],
         page.into_string(),

@@ -16,6 +16,7 @@ both_backends!(
     values_the_database_cannot_hold_get_400s_naming_the_parameter,
     times_outside_the_stored_range_compare_alike_on_both_backends,
     unknown_query_parameters_get_a_400_naming_them,
+    admin_answers_are_neither_cached_nor_sniffed,
 );
 
 impl TestApp {
@@ -643,6 +644,44 @@ async fn unknown_query_parameters_get_a_400_naming_them(backend: Backend) {
         assert!(
             message.contains(&format!("\"{param}\"")),
             "{path}: {message}"
+        );
+    }
+    app.stop().await;
+}
+
+async fn admin_answers_are_neither_cached_nor_sniffed(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let id = app.app_id;
+    let answers = [
+        (app.admin_get("/v1/apps").await, 200),
+        (app.admin_get(&format!("/v1/apps/{id}/partners")).await, 200),
+        (app.admin_get(&format!("/v1/apps/{id}/users")).await, 200),
+        (
+            app.admin_get(&format!("/v1/apps/{id}/users/lookup?idfa=x"))
+                .await,
+            404,
+        ),
+        (
+            app.admin_get(&format!("/v1/apps/{id}/summary?by=source"))
+                .await,
+            200,
+        ),
+        (app.admin_get(&format!("/v1/apps/{id}/summary")).await, 400),
+        (
+            app.client.get(app.url("/v1/apps")).send().await.unwrap(),
+            401,
+        ),
+    ];
+    for (resp, status) in answers {
+        let case = resp.url().path().to_owned();
+        assert_eq!(resp.status(), status, "{case}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{case}");
+        assert_eq!(
+            resp.headers()["x-content-type-options"],
+            "nosniff",
+            "{case}"
         );
     }
     app.stop().await;

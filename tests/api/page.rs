@@ -18,6 +18,11 @@ async fn page_needs_basic_login_and_sends_strict_headers(backend: Backend) {
     let url = app.url(&format!("/apps/{}/attribution", app.app_id));
     let resp = app.client.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["x-frame-options"],
+        "DENY",
+        "the login prompt cannot be framed either"
+    );
     assert!(
         resp.headers()["www-authenticate"]
             .to_str()
@@ -53,6 +58,8 @@ async fn page_needs_basic_login_and_sends_strict_headers(backend: Backend) {
     let h = |n: &str| resp.headers()[n].to_str().unwrap().to_owned();
     assert!(h("content-type").starts_with("text/html"));
     assert_eq!(h("cache-control"), "no-store");
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert_eq!(h("x-frame-options"), "DENY");
     let csp = h("content-security-policy");
     assert!(
         csp.contains("default-src 'none'") && !csp.contains("script-src"),
