@@ -17,6 +17,9 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Where the embedded SQLite database lives when no `DATABASE_URL` is set.
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://data/postbacks.db";
 
+/// Shortest admin token accepted: a short one falls to guessing.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
 /// Environment variables read under their own (unprefixed) names.
 const PLAIN_ENV: [&str; 5] = [
     "DATABASE_URL",
@@ -185,6 +188,13 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
+        let token = self.admin_token.expose();
+        if !token.is_empty() && token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+            return invalid(
+                "admin_token",
+                "must be at least 16 characters (or empty, which disables the admin routes)",
+            );
+        }
         let url = &self.public_base_url;
         if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
             return invalid("public_base_url", "must start with http:// or https://");
@@ -264,7 +274,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("DATABASE_URL", "postgres://u@h/db");
             jail.set_env("LISTEN_ADDR", "0.0.0.0:9000");
-            jail.set_env("ADMIN_TOKEN", "s3cret");
+            jail.set_env("ADMIN_TOKEN", "s3cret-s3cret-s3cret");
             jail.set_env("PBG_QUOTA__STANDARD_PER_HOUR", "7");
             let c = Config::load().expect("loads");
             assert_eq!(
@@ -272,7 +282,7 @@ mod tests {
                 DatabaseKind::Postgres("postgres://u@h/db".into())
             );
             assert_eq!(c.listen_addr.port(), 9000);
-            assert_eq!(c.admin_token.expose(), "s3cret");
+            assert_eq!(c.admin_token.expose(), "s3cret-s3cret-s3cret");
             assert!(!format!("{c:?}").contains("s3cret"));
             assert_eq!(c.quota.standard_per_hour, 7);
             Ok(())
@@ -289,6 +299,13 @@ mod tests {
             jail.set_env("LISTEN_ADDR", "not-an-addr");
             let err = Config::load().unwrap_err().to_string();
             assert!(err.to_lowercase().contains("listen_addr"), "{err}");
+            jail.set_env("LISTEN_ADDR", "127.0.0.1:8080");
+            jail.set_env("ADMIN_TOKEN", "fifteen-chars-x");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("admin_token") && err.contains("16"), "{err}");
+            assert!(!err.contains("fifteen"), "the token is not echoed: {err}");
+            jail.set_env("ADMIN_TOKEN", "sixteen-chars-xy");
+            assert!(Config::load().is_ok());
             Ok(())
         });
     }
