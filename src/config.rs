@@ -60,6 +60,10 @@ pub struct HttpConfig {
     pub shutdown_timeout_ms: u64,
     /// A client must send its request head within this many milliseconds.
     pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this many milliseconds is closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; further ones are closed at accept.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +179,12 @@ impl Config {
         }
         if self.http.request_timeout_ms == 0 {
             return invalid("http.request_timeout_ms", "must be at least 1");
+        }
+        if self.http.idle_timeout_ms == 0 {
+            return invalid("http.idle_timeout_ms", "must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return invalid("http.max_connections", "must be between 1 and 1000000");
         }
         if self.writer.writers == 0 || self.writer.writers > 64 {
             return invalid("writer.writers", "must be between 1 and 64");

@@ -67,7 +67,7 @@ pub struct App {
     writer_task: JoinHandle<()>,
     background: CancellationToken,
     shutdown_timeout: Duration,
-    header_read_timeout: Duration,
+    serve_options: http::serve::ServeOptions,
     base_url: String,
     /// The `default` app, when this start created it on an empty database.
     pub created_default_app: Option<CreatedApp>,
@@ -155,7 +155,7 @@ impl App {
             writer_task,
             background,
             shutdown_timeout: Duration::from_millis(config.http.shutdown_timeout_ms),
-            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+            serve_options: http::serve::ServeOptions::from_config(&config),
             base_url: config.public_base_url(address),
             created_default_app,
         })
@@ -191,14 +191,11 @@ impl App {
             writer_task,
             background,
             shutdown_timeout,
-            header_read_timeout,
+            serve_options,
             ..
         } = self;
         let stop = CancellationToken::new();
-        let options = || http::serve::ServeOptions {
-            header_read_timeout,
-            drain_timeout: shutdown_timeout,
-        };
+        let options = || serve_options.clone();
         let main = tokio::spawn(http::serve::serve(
             listener,
             router,

@@ -92,6 +92,8 @@ mod names {
     pub const DB_ERRORS: &str = "postback_gateway_db_errors_total";
     pub const QUOTA_REJECTIONS: &str = "postback_gateway_quota_rejections_total";
     pub const QUEUE_FULL: &str = "postback_gateway_writer_queue_full_total";
+    pub const CONNECTIONS: &str = "postback_gateway_http_connections";
+    pub const CONNECTIONS_SHED: &str = "postback_gateway_http_connections_shed_total";
 }
 
 /// One postback answered, by partner and verdict (`accepted`, `duplicate`, `organic`,
@@ -122,6 +124,21 @@ pub fn quota_rejected(partner: &'static str) {
 
 pub fn writer_queue_full() {
     metrics::counter!(names::QUEUE_FULL).increment(1);
+}
+
+/// An HTTP connection was accepted and is being served.
+pub fn connection_opened() {
+    metrics::gauge!(names::CONNECTIONS).increment(1.0);
+}
+
+/// A served HTTP connection closed.
+pub fn connection_closed() {
+    metrics::gauge!(names::CONNECTIONS).decrement(1.0);
+}
+
+/// A connection over `http.max_connections` was closed at accept.
+pub fn connection_shed() {
+    metrics::counter!(names::CONNECTIONS_SHED).increment(1);
 }
 
 #[cfg(test)]

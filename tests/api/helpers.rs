@@ -45,14 +45,21 @@ pub struct TestConfig {
     pub standard_per_hour: u32,
     pub key_refresh_ms: u64,
     pub admin_token: Option<&'static str>,
+    pub http_idle_timeout_ms: u64,
+    pub http_header_read_timeout_ms: u64,
+    pub http_max_connections: usize,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
+        let shipped = Config::defaults();
         Self {
             standard_per_hour: 100,
             key_refresh_ms: 100,
             admin_token: Some(ADMIN_TOKEN),
+            http_idle_timeout_ms: shipped.http.idle_timeout_ms,
+            http_header_read_timeout_ms: shipped.http.header_read_timeout_ms,
+            http_max_connections: shipped.http.max_connections,
         }
     }
 }
@@ -180,6 +187,9 @@ impl TestApp {
         config.quota.standard_per_hour = tc.standard_per_hour;
         config.keys.refresh_ms = tc.key_refresh_ms;
         config.admin_token = Secret::new(tc.admin_token.unwrap_or(""));
+        config.http.idle_timeout_ms = tc.http_idle_timeout_ms;
+        config.http.header_read_timeout_ms = tc.http_header_read_timeout_ms;
+        config.http.max_connections = tc.http_max_connections;
         let app = App::build(config.clone()).await.expect("server builds");
         let created = app
             .created_default_app

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod connections;
 mod crash;
 mod health;
 mod hostile;
