@@ -1,9 +1,11 @@
 //! `/v1/postbacks/{partner}`: a thin shell around [`crate::ingest`].
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
+use std::pin::Pin;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -60,9 +62,9 @@ async fn receive(
     method: HttpMethod,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let handled = handle(state, partner, method, &headers, query, body).await;
+    let handled = handle(state, partner, method, &headers, query, request.into_body()).await;
     let status = handled.response.status();
     if status == StatusCode::OK {
         tracing::debug!(
@@ -130,7 +132,7 @@ async fn handle(
     method: HttpMethod,
     headers: &HeaderMap,
     query: Option<String>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Handled {
     let received_at = Utc::now();
     // A segment that does not even decode (`%FF`) names no partner either: 404 in
@@ -141,31 +143,48 @@ async fn handle(
     };
     let name = partner.as_str();
     let method = match method {
-        HttpMethod::GET => Method::Get,
-        HttpMethod::POST => Method::Post,
-        _ => {
-            let allow = partner.allowed_methods();
-            return Handled::rejected(
-                name,
-                "method_not_allowed",
-                AppError::MethodNotAllowed { allow },
-            );
-        }
+        HttpMethod::GET => Some(Method::Get),
+        HttpMethod::POST => Some(Method::Post),
+        _ => None,
     };
-    let body = match body {
+    // Before the body: a method the partner does not use needs none of it.
+    let Some(method) = method.filter(|&m| partner.input(m).is_some()) else {
+        let allow = partner.allowed_methods();
+        return Handled::rejected(
+            name,
+            "method_not_allowed",
+            AppError::MethodNotAllowed { allow },
+        );
+    };
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        let mut handled = Handled::rejected(
+            name,
+            "payload_too_large",
+            AppError::PayloadTooLarge { limit },
+        );
+        // The body is left unread (with `Expect: 100-continue`, never asked for).
+        handled
+            .response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        handled
+    };
+    // A declared length over the limit is refused before reading a byte.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let body = match read_body(body, limit).await {
         Ok(b) => b,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = state.max_body_bytes;
-            return Handled::rejected(
-                name,
-                "payload_too_large",
-                AppError::PayloadTooLarge { limit },
-            );
-        }
-        Err(rejection) if BodyTimedOut::caused(&rejection) => {
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::TimedOut) => {
             return Handled::rejected(name, "request_timeout", AppError::RequestTimeout);
         }
-        Err(_) => {
+        Err(BodyError::Unreadable) => {
             let error = AppError::InvalidPayload("could not read the request body".into());
             return Handled::rejected(name, "invalid", error);
         }
@@ -209,6 +228,32 @@ async fn handle(
         add_rate_headers(handled.response.headers_mut(), rate);
     }
     handled
+}
+
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Unreadable,
+}
+
+/// The whole body, or an error as soon as it grows past `limit`.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if bytes.len() + data.len() > limit {
+                        return Err(BodyError::TooLarge);
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Err(e) if BodyTimedOut::caused(&e) => return Err(BodyError::TimedOut),
+            Err(_) => return Err(BodyError::Unreadable),
+        }
+    }
+    Ok(Bytes::from(bytes))
 }
 
 fn add_rate_headers(headers: &mut HeaderMap, rate: RateInfo) {

@@ -18,6 +18,7 @@ both_backends!(
     idle_http2_connections_are_closed_like_http1_ones,
     connections_over_the_cap_are_shed_at_accept_and_counted,
     heads_hyper_cannot_parse_get_json_answers_with_a_request_id,
+    declared_bodies_over_the_limit_get_413_before_a_byte_is_read,
 );
 
 impl TestApp {
@@ -251,5 +252,85 @@ async fn heads_hyper_cannot_parse_get_json_answers_with_a_request_id(backend: Ba
     // The server keeps serving.
     let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+    app.stop().await;
+}
+
+/// A declared `Content-Length` over the limit got 408 after the body timeout (the
+/// server waited for a body it would refuse); with `Expect: 100-continue` the client
+/// was even told to send it. Both get 413 at once now; a body within the limit is
+/// still asked for and read.
+async fn declared_bodies_over_the_limit_get_413_before_a_byte_is_read(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let address = app.socket_address();
+    let head = |partner: &str, extra: &str| {
+        format!(
+            "POST /v1/postbacks/{partner} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000000\r\n{extra}\r\n",
+            app.api_key
+        )
+        .into_bytes()
+    };
+    let cases = [
+        ("declared length, part of the body sent", {
+            let mut r = head("kochava", "");
+            r.extend_from_slice(&[b' '; 1000]);
+            r
+        }),
+        (
+            "Expect: 100-continue",
+            head("kochava", "Expect: 100-continue\r\n"),
+        ),
+    ];
+    for (case, request) in cases {
+        let reply = exchange(&address, request, Duration::from_secs(30)).await;
+        assert_eq!(reply.status, Some(413), "{case}: {}", reply.head);
+        assert!(
+            !reply.head.contains("100 Continue"),
+            "{case}: {}",
+            reply.head
+        );
+        let body: Value = serde_json::from_slice(&reply.body).expect("JSON body");
+        assert_eq!(body["error"]["code"], "payload_too_large", "{case}");
+        assert!(reply.header("x-request-id").is_some(), "{case}");
+    }
+    // The partner and the method are still checked first.
+    let reply = exchange(&address, head("nope", ""), Duration::from_secs(30)).await;
+    assert_eq!(reply.status, Some(404), "{}", reply.head);
+    let reply = exchange(&address, head("adjust", ""), Duration::from_secs(30)).await;
+    assert_eq!(reply.status, Some(405), "{}", reply.head);
+
+    // Within the limit, `Expect: 100-continue` is answered and the body read.
+    let body = br#"{"network_name":"Liftoff","idfa":"A1B2C3D4-E5F6-4711-8899-AABBCCDDEEFF"}"#;
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/postbacks/kochava HTTP/1.1\r\nHost: x\r\nX-Api-Key: {}\r\n\
+                 Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+                app.api_key,
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("100 Continue")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"accepted\""), "{answer}");
     app.stop().await;
 }
