@@ -64,6 +64,9 @@ pub struct HttpConfig {
     pub idle_timeout_ms: u64,
     /// Most connections open at once; further ones are closed at accept.
     pub max_connections: usize,
+    /// Failed admin logins per client address and minute before that address is
+    /// refused (429) for the rest of the minute.
+    pub failed_logins_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +188,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.http.max_connections) {
             return invalid("http.max_connections", "must be between 1 and 1000000");
+        }
+        if self.http.failed_logins_per_minute == 0 {
+            return invalid("http.failed_logins_per_minute", "must be at least 1");
         }
         if self.writer.writers == 0 || self.writer.writers > 64 {
             return invalid("writer.writers", "must be between 1 and 64");

@@ -137,6 +137,9 @@ impl App {
             max_body_bytes: config.http.max_body_bytes,
             admin_token: config.admin_token.clone(),
             base_url: config.public_base_url(address),
+            login_throttle: Arc::new(http::LoginThrottle::new(
+                config.http.failed_logins_per_minute,
+            )),
         };
         let router = http::router(
             state.clone(),

@@ -34,6 +34,8 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     #[error("hourly postback quota exceeded; retry after the window resets")]
     RateLimited { retry_after: u64 },
+    #[error("too many failed admin logins from this address; retry after {retry_after} s")]
+    LoginThrottled { retry_after: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("the request line and headers are larger than {limit} bytes")]
@@ -58,7 +60,9 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::UriTooLong => StatusCode::URI_TOO_LONG,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::LoginThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -77,7 +81,7 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::HeadTooLarge { .. } => "header_too_large",
             AppError::UriTooLong => "uri_too_long",
-            AppError::RateLimited { .. } => "rate_limited",
+            AppError::RateLimited { .. } | AppError::LoginThrottled { .. } => "rate_limited",
             AppError::Unavailable => "unavailable",
             AppError::Internal => "internal",
         }
@@ -141,7 +145,7 @@ impl IntoResponse for AppError {
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
         match &self {
-            AppError::RateLimited { retry_after } => {
+            AppError::RateLimited { retry_after } | AppError::LoginThrottled { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             AppError::Unavailable => {

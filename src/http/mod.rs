@@ -41,6 +41,7 @@ mod postbacks;
 pub mod serve;
 mod status;
 
+pub use auth::LoginThrottle;
 use error::AppError;
 
 #[derive(Clone)]
@@ -52,6 +53,7 @@ pub struct AppState {
     pub admin_token: Secret,
     /// Base of printed endpoint URLs.
     pub base_url: String,
+    pub login_throttle: Arc<LoginThrottle>,
 }
 
 pub struct RouterOptions {

@@ -17,6 +17,7 @@ both_backends!(
     times_outside_the_stored_range_compare_alike_on_both_backends,
     unknown_query_parameters_get_a_400_naming_them,
     admin_answers_are_neither_cached_nor_sniffed,
+    failed_admin_logins_are_throttled_per_client_address,
 );
 
 impl TestApp {
@@ -684,5 +685,80 @@ async fn admin_answers_are_neither_cached_nor_sniffed(backend: Backend) {
             "{case}"
         );
     }
+    app.stop().await;
+}
+
+/// Guessing the admin token is throttled: past `http.failed_logins_per_minute` wrong
+/// logins, that client address gets 429 (even with the right token) for the rest of
+/// the minute; other addresses are not affected, and no credentials is no failure.
+async fn failed_admin_logins_are_throttled_per_client_address(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        TestConfig {
+            failed_logins_per_minute: 3,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(Some(ip.parse().unwrap()))
+            .build()
+            .unwrap()
+    };
+    let (guesser, colleague, browser) = (from("127.0.0.2"), from("127.0.0.3"), from("127.0.0.4"));
+    let apps = app.url("/v1/apps");
+    let page = app.url(&format!("/apps/{}/attribution", app.app_id));
+    for n in 0..3 {
+        let resp = guesser
+            .get(&apps)
+            .bearer_auth(format!("guess-{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, 401, "unauthorized", &format!("guess {n}")).await;
+    }
+    for (case, request) in [
+        ("another guess", guesser.get(&apps).bearer_auth("guess-4")),
+        (
+            "the right token",
+            guesser.get(&apps).bearer_auth(ADMIN_TOKEN),
+        ),
+        (
+            "the page",
+            guesser.get(&page).basic_auth("x", Some(ADMIN_TOKEN)),
+        ),
+    ] {
+        let resp = request.send().await.unwrap();
+        let retry_after: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after), "{case}: {retry_after}");
+        assert_error(resp, 429, "rate_limited", case).await;
+    }
+    let resp = colleague
+        .get(&apps)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    json_body(resp, 200, "another address").await;
+    // A browser's first request carries no credentials: not a failed login.
+    for _ in 0..5 {
+        let resp = browser.get(&page).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    let resp = browser
+        .get(&page)
+        .basic_auth("x", Some(ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "no credentials is not a failure");
     app.stop().await;
 }

@@ -48,6 +48,7 @@ pub struct TestConfig {
     pub http_idle_timeout_ms: u64,
     pub http_header_read_timeout_ms: u64,
     pub http_max_connections: usize,
+    pub failed_logins_per_minute: u32,
 }
 
 impl Default for TestConfig {
@@ -60,6 +61,7 @@ impl Default for TestConfig {
             http_idle_timeout_ms: shipped.http.idle_timeout_ms,
             http_header_read_timeout_ms: shipped.http.header_read_timeout_ms,
             http_max_connections: shipped.http.max_connections,
+            failed_logins_per_minute: shipped.http.failed_logins_per_minute,
         }
     }
 }
@@ -190,6 +192,7 @@ impl TestApp {
         config.http.idle_timeout_ms = tc.http_idle_timeout_ms;
         config.http.header_read_timeout_ms = tc.http_header_read_timeout_ms;
         config.http.max_connections = tc.http_max_connections;
+        config.http.failed_logins_per_minute = tc.failed_logins_per_minute;
         let app = App::build(config.clone()).await.expect("server builds");
         let created = app
             .created_default_app
