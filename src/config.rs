@@ -103,6 +103,10 @@ pub struct WriterConfig {
 pub struct KeysConfig {
     /// Reload interval of the in-memory key table, in milliseconds.
     pub refresh_ms: u64,
+    /// Unknown keys trigger at most one reload per this many milliseconds.
+    pub miss_reload_interval_ms: u64,
+    /// A key found unknown triggers no reload again for this many milliseconds.
+    pub miss_memory_ms: u64,
 }
 
 /// A string that never prints its value.

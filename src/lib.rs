@@ -103,7 +103,10 @@ impl App {
         })?;
 
         let background = CancellationToken::new();
-        let keys = Arc::new(keys::KeyCache::new(store.clone()));
+        let keys = Arc::new(keys::KeyCache::new(
+            store.clone(),
+            keys::MissPolicy::from_config(&config.keys),
+        ));
         keys.reload_if_older_than(Duration::ZERO).await?;
         tokio::spawn(keys.clone().refresh_loop(
             Duration::from_millis(config.keys.refresh_ms.max(100)),

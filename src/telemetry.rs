@@ -94,6 +94,7 @@ mod names {
     pub const QUEUE_FULL: &str = "postback_gateway_writer_queue_full_total";
     pub const CONNECTIONS: &str = "postback_gateway_http_connections";
     pub const CONNECTIONS_SHED: &str = "postback_gateway_http_connections_shed_total";
+    pub const KEY_RELOADS: &str = "postback_gateway_key_reloads_total";
 }
 
 /// One postback answered, by partner and verdict (`accepted`, `duplicate`, `organic`,
@@ -134,6 +135,12 @@ pub fn connection_opened() {
 /// A served HTTP connection closed.
 pub fn connection_closed() {
     metrics::gauge!(names::CONNECTIONS).decrement(1.0);
+}
+
+/// The API key table was read from the database; `trigger` is `periodic` or
+/// `unknown_key`.
+pub fn keys_reloaded(trigger: &'static str) {
+    metrics::counter!(names::KEY_RELOADS, "trigger" => trigger).increment(1);
 }
 
 /// A connection over `http.max_connections` was closed at accept.

@@ -49,6 +49,7 @@ pub struct TestConfig {
     pub http_header_read_timeout_ms: u64,
     pub http_max_connections: usize,
     pub failed_logins_per_minute: u32,
+    pub key_miss_reload_interval_ms: u64,
 }
 
 impl Default for TestConfig {
@@ -62,6 +63,7 @@ impl Default for TestConfig {
             http_header_read_timeout_ms: shipped.http.header_read_timeout_ms,
             http_max_connections: shipped.http.max_connections,
             failed_logins_per_minute: shipped.http.failed_logins_per_minute,
+            key_miss_reload_interval_ms: shipped.keys.miss_reload_interval_ms,
         }
     }
 }
@@ -193,6 +195,7 @@ impl TestApp {
         config.http.header_read_timeout_ms = tc.http_header_read_timeout_ms;
         config.http.max_connections = tc.http_max_connections;
         config.http.failed_logins_per_minute = tc.failed_logins_per_minute;
+        config.keys.miss_reload_interval_ms = tc.key_miss_reload_interval_ms;
         let app = App::build(config.clone()).await.expect("server builds");
         let created = app
             .created_default_app
