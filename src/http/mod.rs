@@ -352,6 +352,8 @@ mod tests {
             ("/v1/apps/{app_id}/users/lookup", "get"),
             ("/v1/apps/{app_id}/summary", "get"),
             ("/apps/{app_id}/attribution", "get"),
+            ("/apps", "get"),
+            ("/", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),
             ("/metrics", "get"),
