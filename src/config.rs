@@ -17,6 +17,9 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Where the embedded SQLite database lives when no `DATABASE_URL` is set.
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://data/postbacks.db";
 
+/// Shortest admin token accepted: a short one falls to guessing.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
 /// Environment variables read under their own (unprefixed) names.
 const PLAIN_ENV: [&str; 5] = [
     "DATABASE_URL",
@@ -58,6 +61,13 @@ pub struct HttpConfig {
     pub shutdown_timeout_ms: u64,
     /// A client must send its request head within this many milliseconds.
     pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this many milliseconds is closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; further ones are closed at accept.
+    pub max_connections: usize,
+    /// Failed admin logins per client address and minute before that address is
+    /// refused (429) for the rest of the minute.
+    pub failed_logins_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +107,10 @@ pub struct WriterConfig {
 pub struct KeysConfig {
     /// Reload interval of the in-memory key table, in milliseconds.
     pub refresh_ms: u64,
+    /// Unknown keys trigger at most one reload per this many milliseconds.
+    pub miss_reload_interval_ms: u64,
+    /// A key found unknown triggers no reload again for this many milliseconds.
+    pub miss_memory_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +252,15 @@ impl Config {
         if self.http.request_timeout_ms == 0 {
             return invalid("http.request_timeout_ms", "must be at least 1");
         }
+        if self.http.idle_timeout_ms == 0 {
+            return invalid("http.idle_timeout_ms", "must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return invalid("http.max_connections", "must be between 1 and 1000000");
+        }
+        if self.http.failed_logins_per_minute == 0 {
+            return invalid("http.failed_logins_per_minute", "must be at least 1");
+        }
         if self.writer.writers == 0 || self.writer.writers > 64 {
             return invalid("writer.writers", "must be between 1 and 64");
         }
@@ -260,6 +283,13 @@ impl Config {
             return invalid(
                 "retention.events_days",
                 "must be at least retention.dedupe_days",
+            );
+        }
+        let token = self.admin_token.expose();
+        if !token.is_empty() && token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+            return invalid(
+                "admin_token",
+                "must be at least 16 characters (or empty, which disables the admin routes)",
             );
         }
         let url = &self.public_base_url;
@@ -371,7 +401,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("DATABASE_URL", "postgres://u@h/db");
             jail.set_env("LISTEN_ADDR", "0.0.0.0:9000");
-            jail.set_env("ADMIN_TOKEN", "s3cret");
+            jail.set_env("ADMIN_TOKEN", "s3cret-s3cret-s3cret");
             jail.set_env("PBG_QUOTA__STANDARD_PER_HOUR", "7");
             let c = Config::load().expect("loads");
             assert_eq!(
@@ -379,7 +409,7 @@ mod tests {
                 DatabaseKind::Postgres("postgres://u@h/db".into())
             );
             assert_eq!(c.listen_addr.port(), 9000);
-            assert_eq!(c.admin_token.expose(), "s3cret");
+            assert_eq!(c.admin_token.expose(), "s3cret-s3cret-s3cret");
             assert!(!format!("{c:?}").contains("s3cret"));
             assert_eq!(c.quota.standard_per_hour, 7);
             Ok(())
@@ -396,6 +426,13 @@ mod tests {
             jail.set_env("LISTEN_ADDR", "not-an-addr");
             let err = Config::load().unwrap_err().to_string();
             assert!(err.to_lowercase().contains("listen_addr"), "{err}");
+            jail.set_env("LISTEN_ADDR", "127.0.0.1:8080");
+            jail.set_env("ADMIN_TOKEN", "fifteen-chars-x");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("admin_token") && err.contains("16"), "{err}");
+            assert!(!err.contains("fifteen"), "the token is not echoed: {err}");
+            jail.set_env("ADMIN_TOKEN", "sixteen-chars-xy");
+            assert!(Config::load().is_ok());
             Ok(())
         });
     }

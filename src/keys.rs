@@ -1,8 +1,9 @@
 //! The in-memory table of API keys, so authenticating a postback reads no database.
 //! It is reloaded every `keys.refresh_ms`, and when an unknown key arrives: a key just
-//! created by the CLI works at once. Reloads are single-flight and one reload serves
-//! every miss that arrived before it started, so a flood of random keys costs at most
-//! one reload at a time, not one query per request.
+//! created by the CLI works at once. Unknown keys cannot make it reload at will: at
+//! most one reload per `keys.miss_reload_interval_ms` is triggered by them (the
+//! periodic reload covers the rest), a key found unknown is remembered as such for
+//! `keys.miss_memory_ms`, and reloads are single-flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,8 +13,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::config::KeysConfig;
 use crate::domain::{ApiKey, AppId, KeyHash, Tier};
 use crate::store::{KeyRecord, Store, StoreError};
+use crate::telemetry;
 
 /// Who a valid key belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,24 +25,53 @@ pub struct Caller {
     pub tier: Tier,
 }
 
+/// How unknown keys are handled.
+#[derive(Debug, Clone, Copy)]
+pub struct MissPolicy {
+    /// At most one reload per this interval is triggered by unknown keys.
+    pub reload_interval: Duration,
+    /// A key found unknown is not looked up again (no reload) for this long.
+    pub memory: Duration,
+}
+
+impl MissPolicy {
+    pub fn from_config(keys: &KeysConfig) -> Self {
+        Self {
+            reload_interval: Duration::from_millis(keys.miss_reload_interval_ms),
+            memory: Duration::from_millis(keys.miss_memory_ms),
+        }
+    }
+}
+
+/// Unknown keys remembered at most; past that the memory starts over.
+const MAX_REMEMBERED_MISSES: usize = 10_000;
+
 pub struct KeyCache {
     store: Arc<dyn Store>,
     keys: RwLock<HashMap<KeyHash, KeyRecord>>,
     /// Serialises reloads and remembers when the last successful one started.
     last_reload: Mutex<Option<Instant>>,
+    policy: MissPolicy,
+    /// When an unknown key last claimed a reload.
+    last_miss_reload: std::sync::Mutex<Option<Instant>>,
+    /// Hashes of keys recently found unknown, with when.
+    misses: std::sync::Mutex<HashMap<KeyHash, Instant>>,
 }
 
 impl KeyCache {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, policy: MissPolicy) -> Self {
         Self {
             store,
             keys: RwLock::new(HashMap::new()),
             last_reload: Mutex::new(None),
+            policy,
+            last_miss_reload: std::sync::Mutex::new(None),
+            misses: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// `Ok(None)` for a missing, unknown or expired key. `Err` only when the key is
-    /// not cached and the database cannot be asked.
+    /// not cached, may reload, and the database cannot be asked.
     pub async fn authenticate(
         &self,
         key: &ApiKey,
@@ -49,8 +81,17 @@ impl KeyCache {
         if let Some(caller) = self.lookup(&hash, now) {
             return Ok(Some(caller));
         }
-        self.reload_unless_started_after(Instant::now()).await?;
-        Ok(self.lookup(&hash, now))
+        let arrived = Instant::now();
+        if self.recently_missed(&hash, arrived) || !self.claim_miss_reload(arrived) {
+            self.remember_miss(hash, arrived);
+            return Ok(None);
+        }
+        self.reload_unless_started_after(arrived).await?;
+        let found = self.lookup(&hash, now);
+        if found.is_none() {
+            self.remember_miss(hash, arrived);
+        }
+        Ok(found)
     }
 
     fn lookup(&self, hash: &KeyHash, now: DateTime<Utc>) -> Option<Caller> {
@@ -64,13 +105,46 @@ impl KeyCache {
         })
     }
 
+    fn recently_missed(&self, hash: &KeyHash, at: Instant) -> bool {
+        let misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+        misses
+            .get(hash)
+            .is_some_and(|&seen| at < seen + self.policy.memory)
+    }
+
+    fn remember_miss(&self, hash: KeyHash, at: Instant) {
+        let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+        if misses.len() >= MAX_REMEMBERED_MISSES {
+            let memory = self.policy.memory;
+            misses.retain(|_, &mut seen| at < seen + memory);
+            if misses.len() >= MAX_REMEMBERED_MISSES {
+                misses.clear();
+            }
+        }
+        misses.insert(hash, at);
+    }
+
+    /// Whether an unknown key arriving `at` may reload the table: true for at most
+    /// one caller per `reload_interval`.
+    fn claim_miss_reload(&self, at: Instant) -> bool {
+        let mut last = self
+            .last_miss_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|claimed| at < claimed + self.policy.reload_interval) {
+            return false;
+        }
+        *last = Some(at);
+        true
+    }
+
     /// Reload unless a reload that started after `instant` has already completed.
     async fn reload_unless_started_after(&self, instant: Instant) -> Result<(), StoreError> {
         let mut last = self.last_reload.lock().await;
         if last.is_some_and(|started| started > instant) {
             return Ok(());
         }
-        self.reload_locked(&mut last).await
+        self.reload_locked(&mut last, "unknown_key").await
     }
 
     /// Reload from the database unless the last reload started less than `min_age` ago.
@@ -79,11 +153,16 @@ impl KeyCache {
         if last.is_some_and(|started| started.elapsed() < min_age) {
             return Ok(());
         }
-        self.reload_locked(&mut last).await
+        self.reload_locked(&mut last, "periodic").await
     }
 
-    async fn reload_locked(&self, last: &mut Option<Instant>) -> Result<(), StoreError> {
+    async fn reload_locked(
+        &self,
+        last: &mut Option<Instant>,
+        trigger: &'static str,
+    ) -> Result<(), StoreError> {
         let started = Instant::now();
+        telemetry::keys_reloaded(trigger);
         let records = self.store.active_keys(Utc::now()).await?;
         let table: HashMap<KeyHash, KeyRecord> = records.into_iter().map(|r| (r.hash, r)).collect();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = table;

@@ -103,7 +103,7 @@ pub struct App {
     writer_task: JoinHandle<()>,
     background: CancellationToken,
     shutdown_timeout: Duration,
-    header_read_timeout: Duration,
+    serve_options: http::serve::ServeOptions,
     printout: apps::Printout,
     /// The `default` app, when this start created it on an empty database.
     pub created_default_app: Option<CreatedApp>,
@@ -151,7 +151,10 @@ impl App {
                 background.clone(),
             ));
         }
-        let keys = Arc::new(keys::KeyCache::new(store.clone()));
+        let keys = Arc::new(keys::KeyCache::new(
+            store.clone(),
+            keys::MissPolicy::from_config(&config.keys),
+        ));
         keys.reload_if_older_than(Duration::ZERO).await?;
         tokio::spawn(keys.clone().refresh_loop(
             Duration::from_millis(config.keys.refresh_ms.max(100)),
@@ -188,6 +191,9 @@ impl App {
             max_body_bytes: config.http.max_body_bytes,
             admin_token: config.admin_token.clone(),
             base_url: config.public_base_url(address),
+            login_throttle: Arc::new(http::LoginThrottle::new(
+                config.http.failed_logins_per_minute,
+            )),
         };
         let router = http::router(
             state.clone(),
@@ -206,7 +212,7 @@ impl App {
             writer_task,
             background,
             shutdown_timeout: Duration::from_millis(config.http.shutdown_timeout_ms),
-            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+            serve_options: http::serve::ServeOptions::from_config(&config),
             printout: apps::Printout::new(&config, address),
             created_default_app,
             keys_never_shown,
@@ -248,14 +254,11 @@ impl App {
             writer_task,
             background,
             shutdown_timeout,
-            header_read_timeout,
+            serve_options,
             ..
         } = self;
         let stop = CancellationToken::new();
-        let options = || http::serve::ServeOptions {
-            header_read_timeout,
-            drain_timeout: shutdown_timeout,
-        };
+        let options = || serve_options.clone();
         let main = tokio::spawn(http::serve::serve(
             listener,
             router,

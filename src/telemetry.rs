@@ -10,7 +10,8 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// Production logging: `RUST_LOG` (default `info`) to stderr. Stdout is kept for
 /// the CLI's output and the first-start printout.
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
+        .unwrap_or_else(|_| EnvFilter::new(log_filter(None)));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = fmt()
         .with_env_filter(filter)
@@ -21,6 +22,17 @@ pub fn init_logging() {
     } else {
         builder.try_init()
     };
+}
+
+/// The filter for `RUST_LOG`: sqlx logs every statement at debug and PostgreSQL's
+/// notices (`relation "_sqlx_migrations" already exists, skipping` on every start) at
+/// info, so sqlx is held at `warn` unless `RUST_LOG` names it.
+fn log_filter(rust_log: Option<&str>) -> String {
+    match rust_log.map(str::trim) {
+        None | Some("") => "info,sqlx=warn".to_owned(),
+        Some(v) if v.contains("sqlx") => v.to_owned(),
+        Some(v) => format!("{v},sqlx=warn"),
+    }
 }
 
 /// Log panics through tracing with their location only: a formatted panic message
@@ -80,6 +92,9 @@ mod names {
     pub const DB_ERRORS: &str = "postback_gateway_db_errors_total";
     pub const QUOTA_REJECTIONS: &str = "postback_gateway_quota_rejections_total";
     pub const QUEUE_FULL: &str = "postback_gateway_writer_queue_full_total";
+    pub const CONNECTIONS: &str = "postback_gateway_http_connections";
+    pub const CONNECTIONS_SHED: &str = "postback_gateway_http_connections_shed_total";
+    pub const KEY_RELOADS: &str = "postback_gateway_key_reloads_total";
 }
 
 /// One postback answered, by partner and verdict (`accepted`, `duplicate`, `organic`,
@@ -110,4 +125,42 @@ pub fn quota_rejected(partner: &'static str) {
 
 pub fn writer_queue_full() {
     metrics::counter!(names::QUEUE_FULL).increment(1);
+}
+
+/// An HTTP connection was accepted and is being served.
+pub fn connection_opened() {
+    metrics::gauge!(names::CONNECTIONS).increment(1.0);
+}
+
+/// A served HTTP connection closed.
+pub fn connection_closed() {
+    metrics::gauge!(names::CONNECTIONS).decrement(1.0);
+}
+
+/// The API key table was read from the database; `trigger` is `periodic` or
+/// `unknown_key`.
+pub fn keys_reloaded(trigger: &'static str) {
+    metrics::counter!(names::KEY_RELOADS, "trigger" => trigger).increment(1);
+}
+
+/// A connection over `http.max_connections` was closed at accept.
+pub fn connection_shed() {
+    metrics::counter!(names::CONNECTIONS_SHED).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn sqlx_stays_at_warn_unless_rust_log_names_it() {
+        assert_eq!(log_filter(None), "info,sqlx=warn");
+        assert_eq!(log_filter(Some("")), "info,sqlx=warn");
+        assert_eq!(log_filter(Some("debug")), "debug,sqlx=warn");
+        assert_eq!(
+            log_filter(Some("info,sqlx=debug")),
+            "info,sqlx=debug",
+            "asked for"
+        );
+    }
 }

@@ -3,9 +3,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -13,14 +11,14 @@ use uuid::Uuid;
 
 use super::auth::Admin;
 use super::error::AppError;
-use super::extract::{Path, Query};
+use super::extract::{NoParams, Params, Path, QueryParams};
 use super::AppState;
 use crate::apps;
 use crate::domain::PartnerId;
 use crate::domain::{AppId, ConnectionStatus};
 use crate::store::{
-    AppRecord, AttributionRecord, Dimension, IdentifierKind, PartnerConnection, UserCursor,
-    UserFilter,
+    AppRecord, AttributionRecord, Dimension, IdentifierKind, PartnerConnection, SummaryPage,
+    UserCursor, UserFilter,
 };
 
 pub const DEFAULT_PAGE: u32 = 100;
@@ -33,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(users))
         .routes(routes!(lookup))
         .routes(routes!(summary))
+        .layer(axum::middleware::map_response(super::private_response))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -68,7 +67,11 @@ pub struct AppsOut {
 #[utoipa::path(get, path = "/v1/apps", tag = "admin",
     responses((status = 200, body = AppsOut), (status = 401), (status = 403)),
     security(("admin_token" = [])))]
-async fn list_apps(_: Admin, State(state): State<AppState>) -> Result<Json<AppsOut>, AppError> {
+async fn list_apps(
+    _: Admin,
+    State(state): State<AppState>,
+    _: Params<NoParams>,
+) -> Result<Json<AppsOut>, AppError> {
     let apps = state.store.list_apps().await?;
     Ok(Json(AppsOut {
         apps: apps.into_iter().map(AppOut::from).collect(),
@@ -120,6 +123,7 @@ async fn partners(
     _: Admin,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
+    _: Params<NoParams>,
 ) -> Result<Json<PartnersOut>, AppError> {
     let app = find_app(&state, &app_id).await?;
     let overview = partner_overview(&state, &app).await?;
@@ -191,6 +195,12 @@ pub struct UsersQuery {
     cursor: Option<String>,
 }
 
+impl QueryParams for UsersQuery {
+    const NAMES: &'static [&'static str] = &[
+        "source", "campaign", "adgroup", "ad", "partner", "limit", "cursor",
+    ];
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct UserOut {
     user_id: Option<String>,
@@ -245,7 +255,7 @@ async fn users(
     _: Admin,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
-    Query(q): Query<UsersQuery>,
+    Params(q): Params<UsersQuery>,
 ) -> Result<Json<UsersOut>, AppError> {
     let app = find_app(&state, &app_id).await?;
     let limit = parse_limit(q.limit)?;
@@ -258,9 +268,9 @@ async fn users(
     };
     let cursor = match non_empty(q.cursor) {
         None => None,
-        Some(c) => {
-            Some(decode_cursor(&c).ok_or_else(|| AppError::BadRequest("invalid cursor".into()))?)
-        }
+        Some(c) => Some(decode_cursor(&c).ok_or_else(|| {
+            AppError::BadRequest("cursor is not a next_cursor this server gave".into())
+        })?),
     };
     let filter = UserFilter {
         source: non_empty(q.source),
@@ -302,6 +312,17 @@ pub struct LookupQuery {
     partner_device_id: Option<String>,
 }
 
+impl QueryParams for LookupQuery {
+    const NAMES: &'static [&'static str] = &[
+        "user_id",
+        "idfa",
+        "idfv",
+        "google_aid",
+        "android_id",
+        "partner_device_id",
+    ];
+}
+
 /// One user's attribution, found by exactly one identifier.
 #[utoipa::path(get, path = "/v1/apps/{app_id}/users/lookup", tag = "admin",
     params(("app_id" = String, Path, description = "app id"), LookupQuery),
@@ -311,7 +332,7 @@ async fn lookup(
     _: Admin,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
-    Query(q): Query<LookupQuery>,
+    Params(q): Params<LookupQuery>,
 ) -> Result<Json<UserOut>, AppError> {
     let app = find_app(&state, &app_id).await?;
     let given: Vec<(IdentifierKind, String)> = [
@@ -350,6 +371,10 @@ pub struct SummaryQuery {
     limit: Option<String>,
 }
 
+impl QueryParams for SummaryQuery {
+    const NAMES: &'static [&'static str] = &["by", "since", "until", "limit"];
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SummaryRowOut {
     /// The dimension's value; null for installs without one.
@@ -378,7 +403,7 @@ async fn summary(
     _: Admin,
     State(state): State<AppState>,
     Path(app_id): Path<String>,
-    Query(q): Query<SummaryQuery>,
+    Params(q): Params<SummaryQuery>,
 ) -> Result<Json<SummaryOut>, AppError> {
     let app = find_app(&state, &app_id).await?;
     let by = non_empty(q.by)
@@ -389,13 +414,14 @@ async fn summary(
         })?;
     let since = parse_bound("since", q.since)?;
     let until = parse_bound("until", q.until)?;
-    if let (Some(s), Some(u)) = (since, until) {
-        if s >= u {
-            return Err(AppError::BadRequest("since must be before until".into()));
-        }
-    }
+    // [since, until) holds no time when since is not before until: nothing to count.
+    let empty_window = matches!((since, until), (Some(s), Some(u)) if s >= u);
     let limit = parse_limit(q.limit)?;
-    let page = state.store.summary(app.id, by, since, until, limit).await?;
+    let page = if empty_window {
+        SummaryPage::default()
+    } else {
+        state.store.summary(app.id, by, since, until, limit).await?
+    };
     Ok(Json(SummaryOut {
         by: by.column(),
         since,
@@ -438,34 +464,60 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
+/// Earliest and latest times either backend compares correctly: PostgreSQL
+/// `timestamptz` starts in 4713 BC, and SQLite stores times as text that sorts
+/// chronologically only for four-digit years.
+fn stored_range() -> (DateTime<Utc>, DateTime<Utc>) {
+    let first = NaiveDate::from_ymd_opt(1, 1, 1).expect("valid date");
+    let last = NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid date");
+    (
+        first.and_hms_opt(0, 0, 0).expect("valid time").and_utc(),
+        last.and_hms_micro_opt(23, 59, 59, 999_999)
+            .expect("valid time")
+            .and_utc(),
+    )
+}
+
+/// A `since`/`until` bound in UTC, to the microsecond both backends keep. A bound
+/// outside the stored range is clamped to it (every stored time lies inside), so
+/// `until=+10000-01-01` means "no end" on both backends alike.
 fn parse_bound(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, AppError> {
     let Some(v) = non_empty(value) else {
         return Ok(None);
     };
-    if let Ok(t) = DateTime::parse_from_rfc3339(&v) {
-        return Ok(Some(t.with_timezone(&Utc)));
-    }
-    NaiveDate::parse_from_str(&v, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| Some(t.and_utc()))
-        .ok_or_else(|| {
-            AppError::BadRequest(format!("{name} must be an RFC 3339 time or YYYY-MM-DD"))
-        })
+    let parsed = match DateTime::parse_from_rfc3339(&v) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc()),
+    };
+    let t = parsed.ok_or_else(|| {
+        AppError::BadRequest(format!("{name} must be an RFC 3339 time or YYYY-MM-DD"))
+    })?;
+    let (first, last) = stored_range();
+    Ok(Some(t.trunc_subsecs(6).clamp(first, last)))
 }
 
-/// Opaque to clients: base64url of `<unix micros>.<row id>`.
+/// Opaque to clients: `<unix micros>.<row id as 32 hex digits>`, checked this
+/// strictly so that what decodes is a time both backends store.
 fn encode_cursor(c: &UserCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}.{}",
-        c.attributed_at.timestamp_micros(),
-        c.id.simple()
-    ))
+    format!("{}.{}", c.attributed_at.timestamp_micros(), c.id.simple())
 }
+
+/// Longest micros field of a cursor: up to ±10^16 µs, years 1653 to 2286.
+const CURSOR_MICROS_DIGITS: usize = 16;
 
 fn decode_cursor(s: &str) -> Option<UserCursor> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
-    let (micros, id) = raw.split_once('.')?;
+    let (micros, id) = s.split_once('.')?;
+    let digits = micros.strip_prefix('-').unwrap_or(micros);
+    let well_formed = (1..=CURSOR_MICROS_DIGITS).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && id.len() == 32
+        && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !well_formed {
+        return None;
+    }
     Some(UserCursor {
         attributed_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
         id: Uuid::parse_str(id).ok()?,
@@ -483,19 +535,52 @@ mod tests {
             id: Uuid::now_v7(),
         };
         assert_eq!(decode_cursor(&encode_cursor(&c)), Some(c));
-        assert_eq!(decode_cursor("not a cursor"), None);
-        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("1.2")), None);
+        let before_1970 = UserCursor {
+            attributed_at: DateTime::from_timestamp_micros(-1_000).unwrap(),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(
+            decode_cursor(&encode_cursor(&before_1970)),
+            Some(before_1970)
+        );
+        let hex = Uuid::now_v7().simple().to_string();
+        for garbage in [
+            "not a cursor".to_owned(),
+            "1.2".to_owned(),
+            format!("1.{}", hex.to_uppercase()),
+            format!("+1.{hex}"),
+            format!("1.{hex}0"),
+            format!(".{hex}"),
+            // Before 4713 BC: PostgreSQL cannot hold it (error 22008 once gave a 500).
+            format!("-210000000000000000.{hex}"),
+            format!("{}.{hex}", "9".repeat(17)),
+        ] {
+            assert_eq!(decode_cursor(&garbage), None, "{garbage}");
+        }
     }
 
     #[test]
-    fn bounds_accept_dates_and_rfc3339() {
-        assert!(parse_bound("since", Some("2024-05-01".into()))
-            .unwrap()
-            .is_some());
-        assert!(parse_bound("since", Some("2024-05-01T10:00:00Z".into()))
-            .unwrap()
-            .is_some());
+    fn bounds_accept_dates_and_rfc3339_and_clamp_to_the_stored_range() {
+        let bound = |v: &str| parse_bound("since", Some(v.into())).unwrap().unwrap();
+        assert_eq!(
+            bound("2024-05-01").to_rfc3339(),
+            "2024-05-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            bound("2024-05-01T10:00:00+02:00").to_rfc3339(),
+            "2024-05-01T08:00:00+00:00"
+        );
+        let (first, last) = stored_range();
+        assert_eq!(bound("+10000-01-01"), last);
+        assert_eq!(bound("9999-12-31T23:59:59-23:59"), last);
+        assert_eq!(bound("0001-01-01T00:00:00+01:00"), first);
+        assert_eq!(bound("-5000-01-01"), first);
+        assert_eq!(
+            bound("2024-05-01T10:00:00.1234567Z").timestamp_subsec_nanos(),
+            123_456_000
+        );
         assert!(parse_bound("since", Some("yesterday".into())).is_err());
         assert_eq!(parse_bound("since", None).unwrap(), None);
+        assert_eq!(parse_bound("since", Some(String::new())).unwrap(), None);
     }
 }

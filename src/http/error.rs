@@ -4,14 +4,13 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use crate::ingest::IngestError;
 use crate::partners::Invalid;
 
 /// Seconds a client is asked to wait after a 503.
-const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -35,8 +34,14 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
     RateLimited { retry_after: u64, message: String },
+    #[error("too many failed admin logins from this address; retry after {retry_after} s")]
+    LoginThrottled { retry_after: u64 },
     #[error("{0}")]
     BadRequest(String),
+    #[error("the request line and headers are larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    #[error("the request target is too long")]
+    UriTooLong,
     #[error("service temporarily unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -53,7 +58,11 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            AppError::UriTooLong => StatusCode::URI_TOO_LONG,
+            AppError::RateLimited { .. } | AppError::LoginThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,10 +79,20 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::RequestTimeout => "request_timeout",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
-            AppError::RateLimited { .. } => "rate_limited",
+            AppError::HeadTooLarge { .. } => "header_too_large",
+            AppError::UriTooLong => "uri_too_long",
+            AppError::RateLimited { .. } | AppError::LoginThrottled { .. } => "rate_limited",
             AppError::Unavailable => "unavailable",
             AppError::Internal => "internal",
         }
+    }
+}
+
+impl AppError {
+    /// `{"error":{"code","message"}}`, the body of every error answer.
+    pub fn json_body(&self) -> Vec<u8> {
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 }
 
@@ -120,11 +139,18 @@ impl From<crate::store::StoreError> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code(), "message": self.to_string()}}));
+        let body = (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.json_body(),
+        );
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
         match &self {
-            AppError::RateLimited { retry_after, .. } => {
+            AppError::RateLimited { retry_after, .. }
+            | AppError::LoginThrottled { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             AppError::Unavailable => {

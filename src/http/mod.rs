@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, Uri};
+use axum::http::{header, HeaderValue, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -41,6 +41,7 @@ mod postbacks;
 pub mod serve;
 mod status;
 
+pub use auth::LoginThrottle;
 use error::AppError;
 
 #[derive(Clone)]
@@ -52,6 +53,7 @@ pub struct AppState {
     pub admin_token: Secret,
     /// Base of printed endpoint URLs.
     pub base_url: String,
+    pub login_throttle: Arc<LoginThrottle>,
 }
 
 pub struct RouterOptions {
@@ -83,21 +85,22 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
-/// Every documented route, and the OpenAPI document generated from them.
-fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+/// Every documented route but `/metrics`, which may live on its own listener.
+fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(postbacks::router())
         .merge(admin::router())
         .merge(status::router())
         .merge(health::router())
-        .merge(health::metrics_router())
         .routes(utoipa_axum::routes!(openapi_json))
-        .split_for_parts()
 }
 
-/// The OpenAPI 3 document of every route.
+/// The OpenAPI 3 document of every route (`/metrics` included wherever it is served).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().1
+    api_routes()
+        .merge(health::metrics_router())
+        .split_for_parts()
+        .1
 }
 
 /// This document.
@@ -111,12 +114,22 @@ async fn openapi_json(Extension(doc): Extension<Arc<str>>) -> impl IntoResponse 
 }
 
 pub fn router(state: AppState, options: RouterOptions) -> Router {
-    let (mut routes, doc) = documented_routes();
-    if !options.metrics_on_main {
-        // Documented above, but served on its own listener.
-        routes = routes.route("/metrics", get(metrics_moved));
-    }
-    let doc: Arc<str> = doc.to_json().unwrap_or_else(|_| "{}".to_owned()).into();
+    let routes = if options.metrics_on_main {
+        api_routes()
+            .merge(health::metrics_router())
+            .split_for_parts()
+            .0
+    } else {
+        // Documented, but served on its own listener.
+        api_routes()
+            .split_for_parts()
+            .0
+            .route("/metrics", get(metrics_moved))
+    };
+    let doc: Arc<str> = openapi()
+        .to_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+        .into();
     let max_body = state.max_body_bytes;
     routes
         .fallback(not_found)
@@ -125,6 +138,7 @@ pub fn router(state: AppState, options: RouterOptions) -> Router {
         .layer(Extension(doc))
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::map_request(drop_unsafe_request_id))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(observe))
@@ -214,6 +228,17 @@ impl HttpBody for DeadlineBody {
     }
 }
 
+/// Answers that carry admin data: never stored by a cache, never content-sniffed.
+async fn private_response(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 /// The metrics-only router for a separate listener.
 pub fn metrics_router(state: AppState) -> Router {
     let (routes, _) = health::metrics_router().split_for_parts();
@@ -240,6 +265,34 @@ async fn method_not_allowed(uri: Uri) -> AppError {
         None => AppError::MethodNotAllowed { allow: "GET" },
     }
 }
+
+/// Longest client-chosen request id kept; a UUID is 36 characters.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A client's `X-Request-Id` is logged and echoed: keep it only when it is short and
+/// made of characters that cannot forge a log line (letters, digits, `-_.:`), else
+/// drop it so that one is generated.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let safe = |v: &[u8]| {
+        (1..=MAX_REQUEST_ID_LEN).contains(&v.len())
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    };
+    let headers = request.headers_mut();
+    let ids = headers.get_all(REQUEST_ID);
+    let mut ids = ids.iter();
+    let keep = match (ids.next(), ids.next()) {
+        (Some(id), None) => safe(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        headers.remove(REQUEST_ID);
+    }
+    request
+}
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// One span per request with its id and matched route, never the raw URI (its query
 /// may carry `api_key`); a log line when it ends; the latency histogram.
@@ -299,6 +352,8 @@ mod tests {
             ("/v1/apps/{app_id}/users/lookup", "get"),
             ("/v1/apps/{app_id}/summary", "get"),
             ("/apps/{app_id}/attribution", "get"),
+            ("/apps", "get"),
+            ("/", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),
             ("/metrics", "get"),

@@ -1,9 +1,11 @@
 //! `/v1/postbacks/{partner}`: a thin shell around [`crate::ingest`].
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
+use std::pin::Pin;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -11,6 +13,7 @@ use serde_json::json;
 
 use super::error::AppError;
 use super::{AppState, BodyTimedOut};
+use crate::domain::AppId;
 use crate::ingest::{Outcome, PostbackRequest};
 use crate::partners::{Method, PartnerId};
 use crate::quota::RateInfo;
@@ -59,42 +62,131 @@ async fn receive(
     method: HttpMethod,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
+    let handled = handle(state, partner, method, &headers, query, request.into_body()).await;
+    let status = handled.response.status();
+    if status == StatusCode::OK {
+        tracing::debug!(
+            partner = handled.partner,
+            app_id = handled.app_id.map(tracing::field::display),
+            verdict = handled.verdict,
+            "postback answered"
+        );
+    } else {
+        // The request id and route are on the request span. Never the key: reasons
+        // name fields, not values.
+        tracing::info!(
+            partner = handled.partner,
+            app_id = handled.app_id.map(tracing::field::display),
+            status = status.as_u16(),
+            verdict = handled.verdict,
+            reason = truncated(&handled.reason),
+            "postback rejected"
+        );
+    }
+    handled.response
+}
+
+/// One answered postback, with what its log line needs.
+struct Handled {
+    response: Response,
+    /// The partner id, or `unknown` when the segment names none.
+    partner: &'static str,
+    app_id: Option<AppId>,
+    verdict: &'static str,
+    /// The error message of a non-200 answer.
+    reason: String,
+}
+
+impl Handled {
+    fn rejected(partner: &'static str, verdict: &'static str, error: AppError) -> Self {
+        if partner != UNKNOWN {
+            telemetry::postback_handled(partner, verdict);
+        }
+        Self {
+            partner,
+            app_id: None,
+            verdict,
+            reason: error.to_string(),
+            response: error.into_response(),
+        }
+    }
+}
+
+const UNKNOWN: &str = "unknown";
+
+/// Longest reason logged: a reason may quote a payload key name of any length.
+const MAX_LOGGED_REASON: usize = 200;
+
+fn truncated(reason: &str) -> &str {
+    match reason.char_indices().nth(MAX_LOGGED_REASON) {
+        Some((end, _)) => &reason[..end],
+        None => reason,
+    }
+}
+
+async fn handle(
+    state: AppState,
+    partner: Result<Path<String>, PathRejection>,
+    method: HttpMethod,
+    headers: &HeaderMap,
+    query: Option<String>,
+    body: Body,
+) -> Handled {
     let received_at = Utc::now();
     // A segment that does not even decode (`%FF`) names no partner either: 404 in
     // JSON, not axum's plain-text 400.
     let partner: PartnerId = match partner.map(|Path(p)| p.parse()) {
         Ok(Ok(p)) => p,
-        _ => return AppError::UnknownPartner.into_response(),
+        _ => return Handled::rejected(UNKNOWN, "unknown_partner", AppError::UnknownPartner),
     };
+    let name = partner.as_str();
     let method = match method {
-        HttpMethod::GET => Method::Get,
-        HttpMethod::POST => Method::Post,
-        _ => {
-            return AppError::MethodNotAllowed {
-                allow: partner.allowed_methods(),
-            }
-            .into_response()
-        }
+        HttpMethod::GET => Some(Method::Get),
+        HttpMethod::POST => Some(Method::Post),
+        _ => None,
     };
-    let body = match body {
+    // Before the body: a method the partner does not use needs none of it.
+    let Some(method) = method.filter(|&m| partner.input(m).is_some()) else {
+        let allow = partner.allowed_methods();
+        return Handled::rejected(
+            name,
+            "method_not_allowed",
+            AppError::MethodNotAllowed { allow },
+        );
+    };
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        let mut handled = Handled::rejected(
+            name,
+            "payload_too_large",
+            AppError::PayloadTooLarge { limit },
+        );
+        // The body is left unread (with `Expect: 100-continue`, never asked for).
+        handled
+            .response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        handled
+    };
+    // A declared length over the limit is refused before reading a byte.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let body = match read_body(body, limit).await {
         Ok(b) => b,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            telemetry::postback_handled(partner.as_str(), "payload_too_large");
-            return AppError::PayloadTooLarge {
-                limit: state.max_body_bytes,
-            }
-            .into_response();
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::TimedOut) => {
+            return Handled::rejected(name, "request_timeout", AppError::RequestTimeout);
         }
-        Err(rejection) if BodyTimedOut::caused(&rejection) => {
-            telemetry::postback_handled(partner.as_str(), "request_timeout");
-            return AppError::RequestTimeout.into_response();
-        }
-        Err(_) => {
-            telemetry::postback_handled(partner.as_str(), "invalid");
-            return AppError::InvalidPayload("could not read the request body".into())
-                .into_response();
+        Err(BodyError::Unreadable) => {
+            let error = AppError::InvalidPayload("could not read the request body".into());
+            return Handled::rejected(name, "invalid", error);
         }
     };
     let reply = state
@@ -109,10 +201,10 @@ async fn receive(
         })
         .await;
 
-    let mut response = match reply.result {
+    let mut handled = match reply.result {
         Ok(outcome) => {
-            telemetry::postback_handled(partner.as_str(), outcome.verdict());
-            Json(match outcome {
+            telemetry::postback_handled(name, outcome.verdict());
+            let body = match outcome {
                 Outcome::Accepted { event_id } => {
                     json!({"status": "accepted", "event_id": event_id})
                 }
@@ -120,18 +212,48 @@ async fn receive(
                     json!({"status": "duplicate", "event_id": first_event_id})
                 }
                 Outcome::Organic => json!({"status": "ignored", "reason": "organic"}),
-            })
-            .into_response()
+            };
+            Handled {
+                response: Json(body).into_response(),
+                partner: name,
+                app_id: None,
+                verdict: outcome.verdict(),
+                reason: String::new(),
+            }
         }
-        Err(e) => {
-            telemetry::postback_handled(partner.as_str(), e.verdict());
-            AppError::from(e).into_response()
-        }
+        Err(e) => Handled::rejected(name, e.verdict(), AppError::from(e)),
     };
+    handled.app_id = reply.app_id;
     if let Some(rate) = reply.rate {
-        add_rate_headers(response.headers_mut(), rate);
+        add_rate_headers(handled.response.headers_mut(), rate);
     }
-    response
+    handled
+}
+
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Unreadable,
+}
+
+/// The whole body, or an error as soon as it grows past `limit`.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if bytes.len() + data.len() > limit {
+                        return Err(BodyError::TooLarge);
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Err(e) if BodyTimedOut::caused(&e) => return Err(BodyError::TimedOut),
+            Err(_) => return Err(BodyError::Unreadable),
+        }
+    }
+    Ok(Bytes::from(bytes))
 }
 
 fn add_rate_headers(headers: &mut HeaderMap, rate: RateInfo) {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, NaiveDate, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -31,7 +31,103 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:;
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(attribution_page))
+    OpenApiRouter::new()
+        .routes(routes!(apps_index))
+        .routes(routes!(home))
+        .routes(routes!(attribution_page))
+        .layer(axum::middleware::map_response(page_response))
+}
+
+/// Every answer of the page routes (logins and errors too) is private and unframeable.
+async fn page_response(response: Response) -> Response {
+    let mut response = super::private_response(response).await;
+    response
+        .headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// HTML list of the apps, each linking to its attribution page (HTTP Basic, ADMIN_TOKEN as password).
+#[utoipa::path(get, path = "/apps", tag = "page",
+    responses((status = 200, content_type = "text/html", description = "the list of apps"), (status = 401), (status = 403)),
+    security(("admin_basic" = [])))]
+async fn apps_index(login: PageLogin, State(state): State<AppState>) -> Result<Response, AppError> {
+    index(login, state).await
+}
+
+/// The list of apps, as at `/apps`.
+#[utoipa::path(get, path = "/", tag = "page",
+    responses((status = 200, content_type = "text/html", description = "the list of apps"), (status = 401), (status = 403)),
+    security(("admin_basic" = [])))]
+async fn home(login: PageLogin, State(state): State<AppState>) -> Result<Response, AppError> {
+    index(login, state).await
+}
+
+async fn index(_: PageLogin, state: AppState) -> Result<Response, AppError> {
+    let apps = state.store.list_apps().await?;
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Apps"))
+            body {
+                nav { "Technology Partners" span.sep { " → " } strong { "Apps" } }
+                h1 { "Apps" }
+                @if apps.is_empty() {
+                    p.muted { "No apps yet: create one with " code { "postback-gateway apps create --name NAME" } "." }
+                }
+                ul.apps {
+                    @for app in &apps {
+                        li {
+                            // Relative, so it resolves from `/` and from `/apps` alike.
+                            a href=(format!("apps/{}/attribution", app.id)) { (app.name) }
+                            " " span.muted { (app.tier) " · " code { (app.id) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(html_response(StatusCode::OK, page))
+}
+
+/// An HTML 404 for a page that names no app.
+fn no_such_app(app_id: &str) -> Response {
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("No such app"))
+            body {
+                nav { a href="../../apps" { "Apps" } }
+                h1 { "No such app" }
+                p { "There is no app with id " code { (app_id) } "." }
+            }
+        }
+    };
+    html_response(StatusCode::NOT_FOUND, page)
+}
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · postback-gateway" }
+            style { (PreEscaped(STYLE)) }
+        }
+    }
+}
+
+fn html_response(status: StatusCode, page: Markup) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        page.into_string(),
+    )
+        .into_response()
 }
 
 /// HTML status page of one app's attribution partners (HTTP Basic, ADMIN_TOKEN as password).
@@ -44,7 +140,11 @@ async fn attribution_page(
     State(state): State<AppState>,
     Path(app_id): Path<String>,
 ) -> Result<Response, AppError> {
-    let app = find_app(&state, &app_id).await?;
+    let app = match find_app(&state, &app_id).await {
+        Ok(app) => app,
+        Err(AppError::NotFound(_)) => return Ok(no_such_app(&app_id)),
+        Err(e) => return Err(e),
+    };
     let partners = partner_overview(&state, &app).await?;
     let today = Utc::now().date_naive();
     let since = today - Duration::days(CHART_DAYS - 1);
@@ -54,17 +154,7 @@ async fn attribution_page(
         .await?;
     let key_prefix = app.key_prefixes.first().cloned().unwrap_or_default();
     let page = render(&app.name, &key_prefix, &partners, &daily, today);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        page.into_string(),
-    )
-        .into_response())
+    Ok(html_response(StatusCode::OK, page))
 }
 
 fn render(
@@ -77,14 +167,9 @@ fn render(
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Attribution · " (app_name) }
-                style { (PreEscaped(STYLE)) }
-            }
+            (head(&format!("Attribution · {app_name}")))
             body {
-                nav { "Technology Partners" span.sep { " → " } strong { "Attribution" } }
+                nav { a href="../../apps" { "Technology Partners" } span.sep { " → " } strong { "Attribution" } }
                 h1 { "Attribution partners" }
                 p.muted { "App " strong { (app_name) } " · API key " code { (key_prefix) "…" } }
                 section.chart aria-label="Attributed installs by source, last 30 days" {
@@ -243,7 +328,7 @@ fn source_label(source: &ChartSource) -> String {
 const STYLE: &str = r#"
 *{box-sizing:border-box}body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:960px;padding:16px;color:#111827;background:#f9fafb}
 nav{color:#6b7280;font-size:14px}nav strong{color:#111827}h1{font-size:22px;margin:8px 0}h2{font-size:17px;margin:0 0 8px;display:flex;align-items:center;gap:8px}
-.muted{color:#6b7280}section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px;margin:12px 0}
+.muted{color:#6b7280}.apps{list-style:none;padding:0}.apps li{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px 16px;margin:8px 0}section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px;margin:12px 0}
 .dot{display:inline-block;width:12px;height:12px;border-radius:50%}.dot.green{background:#16a34a}.dot.grey{background:#9ca3af}
 .status{margin:0 0 8px;font-size:14px}dl{display:grid;grid-template-columns:max-content 1fr;gap:6px 12px;margin:8px 0;font-size:14px}dt{color:#6b7280}dd{margin:0;min-width:0}
 textarea,input{width:100%;font-family:ui-monospace,Menlo,monospace;font-size:12px;border:1px solid #d1d5db;border-radius:4px;padding:6px;background:#f9fafb;resize:vertical}

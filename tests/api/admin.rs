@@ -13,6 +13,11 @@ both_backends!(
     users_pages_walk_every_row_once_and_reject_bad_input,
     lookup_finds_a_user_by_each_identifier,
     summary_counts_attributed_installs_by_dimension_and_window,
+    values_the_database_cannot_hold_get_400s_naming_the_parameter,
+    times_outside_the_stored_range_compare_alike_on_both_backends,
+    unknown_query_parameters_get_a_400_naming_them,
+    admin_answers_are_neither_cached_nor_sniffed,
+    failed_admin_logins_are_throttled_per_client_address,
 );
 
 impl TestApp {
@@ -482,19 +487,278 @@ async fn summary_counts_attributed_installs_by_dimension_and_window(backend: Bac
     )
     .await;
     assert_eq!(body["total"], 4);
+    let body = json_body(
+        app.admin_get(&format!(
+            "/v1/apps/{id}/summary?by=source&since={tomorrow}&until=2024-01-01"
+        ))
+        .await,
+        200,
+        "since after until: an empty window",
+    )
+    .await;
+    assert_eq!((&body["total"], &body["rows"]), (&json!(0), &json!([])));
     for (query, case) in [
         ("", "no by"),
         ("by=country", "bad by"),
         ("by=source&since=yesterday", "bad since"),
-        (
-            "by=source&since=2024-02-01&until=2024-01-01",
-            "empty window",
-        ),
     ] {
         let resp = app
             .admin_get(&format!("/v1/apps/{id}/summary?{query}"))
             .await;
         assert_error(resp, 400, "bad_request", case).await;
     }
+    app.stop().await;
+}
+
+/// A NUL (PostgreSQL text cannot hold one: error 22021 once gave a 500) and hand-made
+/// cursors (one before 4713 BC gave error 22008, a 500).
+async fn values_the_database_cannot_hold_get_400s_naming_the_parameter(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.install(user(1, "Liftoff", "c", "g", "a")).await;
+    let id = app.app_id;
+    let mut cases: Vec<(String, &str)> = Vec::new();
+    for param in [
+        "source", "campaign", "adgroup", "ad", "partner", "limit", "cursor",
+    ] {
+        cases.push((format!("users?{param}=a%00b"), param));
+    }
+    for param in [
+        "user_id",
+        "idfa",
+        "idfv",
+        "google_aid",
+        "android_id",
+        "partner_device_id",
+    ] {
+        cases.push((format!("users/lookup?{param}=%00"), param));
+    }
+    for param in ["by", "since", "until"] {
+        cases.push((format!("summary?by=source&{param}=2024-01-01%00"), param));
+    }
+    for (query, param) in &cases {
+        let resp = app.admin_get(&format!("/v1/apps/{id}/{query}")).await;
+        let body = assert_error(resp, 400, "bad_request", query).await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(param), "{query}: {message}");
+    }
+
+    let hex = uuid::Uuid::now_v7().simple().to_string();
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    };
+    for cursor in [
+        format!("-210000000000000000.{hex}"),
+        b64(&format!("-210000000000000000.{hex}")),
+        format!("99999999999999999999.{hex}"),
+        format!("1.{}", &hex[..31]),
+        "%00".to_owned(),
+    ] {
+        let resp = app
+            .admin_get(&format!("/v1/apps/{id}/users?cursor={cursor}"))
+            .await;
+        let body = assert_error(resp, 400, "bad_request", &cursor).await;
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cursor"));
+    }
+    // Well-formed hand-made cursors page from where they say.
+    for (cursor, expected) in [
+        (format!("0.{hex}"), 0),
+        (format!("-9999999999999999.{hex}"), 0),
+        (format!("9999999999999999.{hex}"), 1),
+    ] {
+        let body = json_body(
+            app.admin_get(&format!("/v1/apps/{id}/users?cursor={cursor}"))
+                .await,
+            200,
+            &cursor,
+        )
+        .await;
+        assert_eq!(
+            body["users"].as_array().unwrap().len(),
+            expected,
+            "{cursor}"
+        );
+    }
+    app.stop().await;
+}
+
+/// SQLite compared times as text: `until=+10000-01-01` counted nothing there and
+/// everything on PostgreSQL; a time zone pushing `since` past year 9999 matched every
+/// row. Bounds outside years 1 to 9999 (UTC) are clamped to that range on both.
+async fn times_outside_the_stored_range_compare_alike_on_both_backends(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.install(user(1, "Liftoff", "c", "g", "a")).await;
+    let id = app.app_id;
+    for (window, total) in [
+        ("until=%2B10000-01-01", 1),
+        ("until=9999-12-31T23:59:59-23:59", 1),
+        ("since=9999-12-31T23:59:59-23:59", 0),
+        ("since=%2B10000-01-01", 0),
+        ("since=9999-12-31", 0),
+        ("since=-5000-01-01", 1),
+        ("since=0001-01-01T00:00:00%2B14:00", 1),
+        ("since=-5000-01-01&until=0001-01-01", 0),
+        ("since=1970-01-01&until=%2B200000-01-01", 1),
+    ] {
+        let body = json_body(
+            app.admin_get(&format!("/v1/apps/{id}/summary?by=source&{window}"))
+                .await,
+            200,
+            window,
+        )
+        .await;
+        assert_eq!(body["total"], total, "{window}: {body}");
+    }
+    app.stop().await;
+}
+
+async fn unknown_query_parameters_get_a_400_naming_them(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.install(user(1, "Liftoff", "c", "g", "a")).await;
+    let id = app.app_id;
+    for (path, param) in [
+        (format!("/v1/apps/{id}/users?campaing=x"), "campaing"),
+        (
+            format!("/v1/apps/{id}/users?source=Liftoff&Source=x"),
+            "Source",
+        ),
+        (format!("/v1/apps/{id}/users/lookup?idfa=x&ifa=y"), "ifa"),
+        (
+            format!("/v1/apps/{id}/summary?by=source&from=2024-01-01"),
+            "from",
+        ),
+        (format!("/v1/apps/{id}/partners?verbose=1"), "verbose"),
+        ("/v1/apps?page=2".to_owned(), "page"),
+    ] {
+        let resp = app.admin_get(&path).await;
+        let body = assert_error(resp, 400, "bad_request", &path).await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("\"{param}\"")),
+            "{path}: {message}"
+        );
+    }
+    app.stop().await;
+}
+
+async fn admin_answers_are_neither_cached_nor_sniffed(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let id = app.app_id;
+    let answers = [
+        (app.admin_get("/v1/apps").await, 200),
+        (app.admin_get(&format!("/v1/apps/{id}/partners")).await, 200),
+        (app.admin_get(&format!("/v1/apps/{id}/users")).await, 200),
+        (
+            app.admin_get(&format!("/v1/apps/{id}/users/lookup?idfa=x"))
+                .await,
+            404,
+        ),
+        (
+            app.admin_get(&format!("/v1/apps/{id}/summary?by=source"))
+                .await,
+            200,
+        ),
+        (app.admin_get(&format!("/v1/apps/{id}/summary")).await, 400),
+        (
+            app.client.get(app.url("/v1/apps")).send().await.unwrap(),
+            401,
+        ),
+    ];
+    for (resp, status) in answers {
+        let case = resp.url().path().to_owned();
+        assert_eq!(resp.status(), status, "{case}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{case}");
+        assert_eq!(
+            resp.headers()["x-content-type-options"],
+            "nosniff",
+            "{case}"
+        );
+    }
+    app.stop().await;
+}
+
+/// Guessing the admin token is throttled: past `http.failed_logins_per_minute` wrong
+/// logins, that client address gets 429 (even with the right token) for the rest of
+/// the minute; other addresses are not affected, and no credentials is no failure.
+async fn failed_admin_logins_are_throttled_per_client_address(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        TestConfig {
+            failed_logins_per_minute: 3,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(Some(ip.parse().unwrap()))
+            .build()
+            .unwrap()
+    };
+    let (guesser, colleague, browser) = (from("127.0.0.2"), from("127.0.0.3"), from("127.0.0.4"));
+    let apps = app.url("/v1/apps");
+    let page = app.url(&format!("/apps/{}/attribution", app.app_id));
+    for n in 0..3 {
+        let resp = guesser
+            .get(&apps)
+            .bearer_auth(format!("guess-{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_error(resp, 401, "unauthorized", &format!("guess {n}")).await;
+    }
+    for (case, request) in [
+        ("another guess", guesser.get(&apps).bearer_auth("guess-4")),
+        (
+            "the right token",
+            guesser.get(&apps).bearer_auth(ADMIN_TOKEN),
+        ),
+        (
+            "the page",
+            guesser.get(&page).basic_auth("x", Some(ADMIN_TOKEN)),
+        ),
+    ] {
+        let resp = request.send().await.unwrap();
+        let retry_after: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after), "{case}: {retry_after}");
+        assert_error(resp, 429, "rate_limited", case).await;
+    }
+    let resp = colleague
+        .get(&apps)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    json_body(resp, 200, "another address").await;
+    // A browser's first request carries no credentials: not a failed login.
+    for _ in 0..5 {
+        let resp = browser.get(&page).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    let resp = browser
+        .get(&page)
+        .basic_auth("x", Some(ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "no credentials is not a failure");
     app.stop().await;
 }

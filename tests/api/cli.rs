@@ -3,12 +3,13 @@
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::helpers::{run_cli, Backend, ServerProcess, TestDb};
+use crate::helpers::{run_cli, Backend, ServerProcess, TestDb, BIN};
 
 both_backends!(
     apps_commands_create_list_rotate_and_set_tier,
     apps_commands_fail_with_a_message_and_nonzero_exit,
     first_start_prints_the_default_app_key_and_every_endpoint_once,
+    a_short_admin_token_stops_the_server_at_start,
 );
 
 fn json_out(out: &std::process::Output, case: &str) -> Value {
@@ -186,4 +187,53 @@ async fn first_start_prints_the_default_app_key_and_every_endpoint_once(backend:
         "printed only on the first start:\n{output}"
     );
     assert!(!output.contains(&key[5..]));
+}
+
+async fn a_short_admin_token_stops_the_server_at_start(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", db.url())
+        .env("ADMIN_TOKEN", "only-15-chars-x")
+        .env_remove("RUST_LOG")
+        // A server that does start must not hang the test: it would never exit.
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|child| wait_for_exit(child, std::time::Duration::from_secs(30)))
+        .expect("run the binary");
+    assert!(!out.status.success(), "a 15-character token must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin_token") && stderr.contains("16 characters"),
+        "the message names the key: {stderr}"
+    );
+    assert!(
+        !stderr.contains("only-15-chars-x"),
+        "never the token itself"
+    );
+}
+
+/// The child's output once it exits; killed (and the test failed) past `deadline`.
+fn wait_for_exit(
+    child: std::process::Child,
+    deadline: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("the server started and kept running with a short ADMIN_TOKEN");
+        }
+    }
 }

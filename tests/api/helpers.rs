@@ -46,15 +46,26 @@ pub struct TestConfig {
     pub requests_per_hour: u32,
     pub key_refresh_ms: u64,
     pub admin_token: Option<&'static str>,
+    pub http_idle_timeout_ms: u64,
+    pub http_header_read_timeout_ms: u64,
+    pub http_max_connections: usize,
+    pub failed_logins_per_minute: u32,
+    pub key_miss_reload_interval_ms: u64,
 }
 
 impl Default for TestConfig {
     fn default() -> Self {
+        let shipped = Config::defaults();
         Self {
             standard_per_hour: 100,
             requests_per_hour: 10_000,
             key_refresh_ms: 100,
             admin_token: Some(ADMIN_TOKEN),
+            http_idle_timeout_ms: shipped.http.idle_timeout_ms,
+            http_header_read_timeout_ms: shipped.http.header_read_timeout_ms,
+            http_max_connections: shipped.http.max_connections,
+            failed_logins_per_minute: shipped.http.failed_logins_per_minute,
+            key_miss_reload_interval_ms: shipped.keys.miss_reload_interval_ms,
         }
     }
 }
@@ -188,6 +199,11 @@ impl TestApp {
         config.quota.standard_requests_per_hour = tc.requests_per_hour;
         config.keys.refresh_ms = tc.key_refresh_ms;
         config.admin_token = Secret::new(tc.admin_token.unwrap_or(""));
+        config.http.idle_timeout_ms = tc.http_idle_timeout_ms;
+        config.http.header_read_timeout_ms = tc.http_header_read_timeout_ms;
+        config.http.max_connections = tc.http_max_connections;
+        config.http.failed_logins_per_minute = tc.failed_logins_per_minute;
+        config.keys.miss_reload_interval_ms = tc.key_miss_reload_interval_ms;
         let app = App::build(config.clone()).await.expect("server builds");
         let created = app
             .created_default_app
@@ -511,6 +527,9 @@ impl ServerProcess {
                 }
             }));
         }
+        // Only the readers hold senders now: a process that dies before reporting its
+        // address ends the wait at once.
+        drop(addr_tx);
         let address = match addr_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => format!("http://{a}"),
             Err(_) => {

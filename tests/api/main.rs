@@ -5,11 +5,13 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod connections;
 mod crash;
 mod fleet;
 mod health;
 mod hostile;
 mod keys;
+mod logs;
 mod operator;
 mod outage;
 mod page;

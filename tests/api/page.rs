@@ -5,10 +5,12 @@ use std::process::Command;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, ADMIN_TOKEN};
+use postback_gateway::domain::Tier;
 
 both_backends!(
     page_needs_basic_login_and_sends_strict_headers,
     browser_shows_green_for_connected_grey_for_the_rest_and_the_chart,
+    apps_index_links_every_app_to_its_page_and_unknown_apps_get_an_html_404,
 );
 
 async fn page_needs_basic_login_and_sends_strict_headers(backend: Backend) {
@@ -18,6 +20,11 @@ async fn page_needs_basic_login_and_sends_strict_headers(backend: Backend) {
     let url = app.url(&format!("/apps/{}/attribution", app.app_id));
     let resp = app.client.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["x-frame-options"],
+        "DENY",
+        "the login prompt cannot be framed either"
+    );
     assert!(
         resp.headers()["www-authenticate"]
             .to_str()
@@ -53,6 +60,8 @@ async fn page_needs_basic_login_and_sends_strict_headers(backend: Backend) {
     let h = |n: &str| resp.headers()[n].to_str().unwrap().to_owned();
     assert!(h("content-type").starts_with("text/html"));
     assert_eq!(h("cache-control"), "no-store");
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert_eq!(h("x-frame-options"), "DENY");
     let csp = h("content-security-policy");
     assert!(
         csp.contains("default-src 'none'") && !csp.contains("script-src"),
@@ -177,5 +186,70 @@ async fn browser_shows_green_for_connected_grey_for_the_rest_and_the_chart(backe
         "a bar for today's install:\n{chart}"
     );
     assert!(dom.contains("Liftoff"), "legend names the source");
+    app.stop().await;
+}
+
+/// `/` and `/apps` were JSON 404s: there was no way to find an app's page.
+async fn apps_index_links_every_app_to_its_page_and_unknown_apps_get_an_html_404(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (other, _) = app.create_app("Second <app> & co", Tier::Enterprise).await;
+    for path in ["/apps", "/"] {
+        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path} needs the login");
+        assert!(resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic"));
+        let resp = app
+            .client
+            .get(app.url(path))
+            .basic_auth("me", Some(ADMIN_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = |n: &str| resp.headers()[n].to_str().unwrap().to_owned();
+        assert!(h("content-type").starts_with("text/html"), "{path}");
+        assert_eq!(h("x-frame-options"), "DENY", "{path}");
+        assert_eq!(h("cache-control"), "no-store", "{path}");
+        let html = resp.text().await.unwrap();
+        for (id, name) in [
+            (app.app_id.to_string(), "default"),
+            (other.to_string(), "Second &lt;app&gt; &amp; co"),
+        ] {
+            let link = format!("href=\"apps/{id}/attribution\"");
+            assert!(html.contains(&link), "{path}: {link} in\n{html}");
+            assert!(html.contains(name), "{path}: {name} in\n{html}");
+        }
+        // Each link leads to that app's page.
+        let base = reqwest::Url::parse(&app.url(path)).unwrap();
+        let target = base.join(&format!("apps/{other}/attribution")).unwrap();
+        let resp = app
+            .client
+            .get(target)
+            .basic_auth("me", Some(ADMIN_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}: the link works");
+    }
+    for id in [uuid::Uuid::now_v7().to_string(), "not-an-id".to_owned()] {
+        let resp = app
+            .client
+            .get(app.url(&format!("/apps/{id}/attribution")))
+            .basic_auth("me", Some(ADMIN_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{id}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("No such app") && html.contains(&id), "{html}");
+    }
     app.stop().await;
 }
