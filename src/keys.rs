@@ -170,7 +170,9 @@ impl KeyCache {
         Ok(())
     }
 
-    /// Reload every `every` until the token is cancelled; failures keep the old table.
+    /// Reload every `every`, and at once when the store signals a change (a key
+    /// rotated or a tier changed by the CLI or another node: PostgreSQL's
+    /// LISTEN/NOTIFY), until the token is cancelled; failures keep the old table.
     pub async fn refresh_loop(
         self: Arc<Self>,
         every: Duration,
@@ -178,14 +180,28 @@ impl KeyCache {
     ) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = self.store.key_changes();
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    if let Err(e) = self.reload_if_older_than(every / 2).await {
-                        tracing::warn!(error = %e, "could not reload API keys; keeping the previous table");
-                    }
+            let changed = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
                 }
+            };
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.reload_if_older_than(every / 2).await,
+                signal = changed => {
+                    if signal.is_none() {
+                        changes = None; // the listener gave up; periodic reloads go on
+                        continue;
+                    }
+                    let mut last = self.last_reload.lock().await;
+                    self.reload_locked(&mut last, "notify").await
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not reload API keys; keeping the previous table");
             }
         }
     }

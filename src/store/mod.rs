@@ -178,6 +178,11 @@ pub trait AppStore: Send + Sync + 'static {
     /// `NotFound` for an unknown app.
     async fn set_tier(&self, app: AppId, tier: Tier) -> Result<(), StoreError>;
 
+    /// A signal each time keys or tiers may have changed in another process (a CLI
+    /// command, another node), and after a lost connection to that news came back;
+    /// `None` where nothing can tell (SQLite: one node, periodic reloads only).
+    fn key_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>>;
+
     /// Keys that authenticate at `now` (no expiry, or expiry after `now`).
     async fn active_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyRecord>, StoreError>;
 }

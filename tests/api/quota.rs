@@ -12,6 +12,7 @@ both_backends!(
     the_request_limit_protects_the_server_and_says_so,
     enterprise_app_is_not_limited,
     the_hour_count_survives_a_restart,
+    a_tier_change_keeps_the_hours_installs,
 );
 
 fn install(n: u32) -> Value {
@@ -228,6 +229,56 @@ async fn enterprise_app_is_not_limited(backend: Backend) {
                     .unwrap();
                 resp.status() == 429
             }
+        },
+    )
+    .await;
+    app.stop().await;
+}
+
+async fn a_tier_change_keeps_the_hours_installs(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        TestConfig {
+            standard_per_hour: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let (app_id, key) = app.create_app("big", Tier::Enterprise).await;
+    for i in 0..3u32 {
+        let resp = app.post_json("kochava", Some(&key), &install(i)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let hour = chrono::Utc::now().timestamp() / 3600;
+    postback_gateway::apps::set_tier(app.store.as_ref(), app_id, Tier::Standard)
+        .await
+        .unwrap();
+    let usage = app
+        .store
+        .quota_usage(postback_gateway::quota::current_window(chrono::Utc::now()))
+        .await
+        .unwrap();
+    if chrono::Utc::now().timestamp() / 3600 != hour {
+        eprintln!("the clock hour turned during the test; nothing to compare");
+        return app.stop().await;
+    }
+    let counted = usage
+        .iter()
+        .find(|u| u.app_id == app_id)
+        .map(|u| u.installs);
+    assert_eq!(counted, Some(3), "the installs stored as enterprise count");
+    // Once the node has reloaded the tier, this hour grants nothing more.
+    let n = std::sync::atomic::AtomicU32::new(100);
+    crate::helpers::wait_until(
+        std::time::Duration::from_secs(5),
+        "tier change applied",
+        || {
+            let body = install(n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            let (app, key) = (&app, &key);
+            async move { app.post_json("kochava", Some(key), &body).await.status() == 429 }
         },
     )
     .await;

@@ -2,6 +2,19 @@
 
 use super::*;
 
+/// The channel of key and tier changes; every node listens (see `key_changes`).
+pub(super) const KEY_CHANGES: &str = "pbg_keys";
+
+/// Tell every node to reload its keys once this transaction commits (PostgreSQL
+/// delivers notifications at commit, and never for a rolled-back one).
+async fn notify_key_change(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_notify($1, '')")
+        .bind(KEY_CHANGES)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_app(conn: &mut PgConnection, app: &NewApp) -> Result<(), sqlx::Error> {
     sqlx::query("insert into apps (id, name, tier, created_at) values ($1, $2, $3, $4)")
         .bind(app.id.as_uuid())
@@ -117,6 +130,7 @@ impl AppStore for PgStore {
     async fn create_app(&self, app: &NewApp) -> Result<AppRecord, StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         insert_app(&mut tx, app).await.map_err(store_error)?;
+        notify_key_change(&mut tx).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(new_app_record(app))
     }
@@ -138,6 +152,7 @@ impl AppStore for PgStore {
             return Ok(false);
         }
         insert_app(&mut tx, app).await.map_err(store_error)?;
+        notify_key_change(&mut tx).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(true)
     }
@@ -187,6 +202,7 @@ impl AppStore for PgStore {
         insert_key(&mut tx, app, &new_hash, new_prefix, now, true)
             .await
             .map_err(store_error)?;
+        notify_key_change(&mut tx).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
         Ok(())
     }
@@ -201,16 +217,75 @@ impl AppStore for PgStore {
     }
 
     async fn set_tier(&self, app: AppId, tier: Tier) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
         let done = sqlx::query("update apps set tier = $2 where id = $1")
             .bind(app.as_uuid())
             .bind(tier.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(store_error)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        if tier == Tier::Standard {
+            // Installs stored this hour while the app had no quota count now (one
+            // month's partition is read: a rare command, not the write path).
+            let window = crate::store::batch::quota_window(Utc::now());
+            sqlx::query(
+                "insert into quota_usage as q (app_id, window_start, requests, installs) \
+                 select $1, $2, 0, count(*) from postback_events \
+                 where app_id = $1 and kind = 'install' and received_at >= $2 \
+                 on conflict (app_id, window_start) do update \
+                 set installs = greatest(q.installs, excluded.installs)",
+            )
+            .bind(app.as_uuid())
+            .bind(window)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        notify_key_change(&mut tx).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
         Ok(())
+    }
+
+    fn key_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            // Reconnects by itself; a change made while it was away is covered by
+            // the signal sent when it is back (and by the periodic reload).
+            let mut listener = loop {
+                if let Ok(mut l) = sqlx::postgres::PgListener::connect_with(&pool).await {
+                    if l.listen(KEY_CHANGES).await.is_ok() {
+                        break l;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            };
+            loop {
+                let signal = match listener.try_recv().await {
+                    // A notification, or `None`: the connection was lost and is
+                    // re-established (and re-subscribed) on the next call.
+                    Ok(_) => true,
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        false
+                    }
+                };
+                // A full channel already holds a pending signal: one reload serves both.
+                if signal && tx.try_send(()).is_err() && tx.is_closed() {
+                    return;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Some(rx)
     }
 
     async fn active_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyRecord>, StoreError> {

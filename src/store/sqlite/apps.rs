@@ -207,8 +207,28 @@ impl AppStore for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        if tier == Tier::Standard {
+            // Installs stored this hour while the app had no quota count now.
+            let window = crate::store::batch::quota_window(Utc::now());
+            sqlx::query(
+                "insert into quota_usage as q (app_id, window_start, requests, installs) \
+                 select $1, $2, 0, count(*) from postback_events \
+                 where app_id = $1 and kind = 'install' and received_at >= $2 \
+                 on conflict (app_id, window_start) do update \
+                 set installs = max(q.installs, excluded.installs)",
+            )
+            .bind(uuid_text(app.as_uuid()))
+            .bind(time_text(window))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
         tx.commit().await.map_err(store_error)?;
         Ok(())
+    }
+
+    fn key_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        None
     }
 
     async fn active_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyRecord>, StoreError> {
