@@ -60,7 +60,7 @@ create table postback_events (
     received_at timestamptz not null,
     dedupe_key text not null,
     raw_payload jsonb not null,
-    primary key (id, received_at)
+    primary key (app_id, id, received_at)
 ) partition by range (received_at);
 
 -- Rows outside every monthly partition land here rather than failing the insert;

@@ -98,24 +98,25 @@ pub(crate) fn quota_demand(events: &[NewEvent], outcomes: &[RecordOutcome]) -> Q
 }
 
 /// Turn the installs beyond each window's grant into `OverQuota`, and the in-batch
-/// copies of them too; returns the event ids that must not stay stored.
+/// copies of them too; returns the (app, event id) of the events that must not stay
+/// stored.
 pub(crate) fn apply_grants(
     outcomes: &mut [RecordOutcome],
     demand: &QuotaDemand,
     granted: &BTreeMap<(AppId, DateTime<Utc>), i64>,
-) -> Vec<Uuid> {
+) -> Vec<(AppId, Uuid)> {
     let mut revoked = Vec::new();
     for (window, (_, positions)) in demand {
         let grant = granted.get(window).copied().unwrap_or(0).max(0) as usize;
         for &i in positions.iter().skip(grant) {
             if let RecordOutcome::Recorded { event_id } = outcomes[i] {
-                revoked.push(event_id);
+                revoked.push((window.0, event_id));
                 outcomes[i] = RecordOutcome::OverQuota;
             }
         }
     }
     if !revoked.is_empty() {
-        let gone: HashSet<Uuid> = revoked.iter().copied().collect();
+        let gone: HashSet<Uuid> = revoked.iter().map(|&(_, id)| id).collect();
         for outcome in outcomes.iter_mut() {
             if let RecordOutcome::Duplicate { first_event_id } = *outcome {
                 if gone.contains(&first_event_id) {

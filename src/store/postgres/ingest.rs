@@ -27,12 +27,15 @@ async fn record_in(
     if !revoked.is_empty() {
         // Their keys go too: a retry after the hour is a new delivery.
         sqlx::query(
-            "with gone as (delete from postback_events where id = any($1) \
-                 returning app_id, partner, dedupe_key) \
+            "with gone as (delete from postback_events p \
+                 using unnest($1::uuid[], $2::uuid[]) as t(app_id, id) \
+                 where p.app_id = t.app_id and p.id = t.id \
+                 returning p.app_id, p.partner, p.dedupe_key) \
              delete from dedupe_keys d using gone g where d.app_id = g.app_id \
                  and d.partner = g.partner and d.dedupe_key = g.dedupe_key",
         )
-        .bind(&revoked)
+        .bind(revoked.iter().map(|(a, _)| a.as_uuid()).collect::<Vec<_>>())
+        .bind(revoked.iter().map(|&(_, id)| id).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }

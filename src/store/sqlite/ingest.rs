@@ -59,7 +59,7 @@ async fn record_in(
             installs: row.try_get("installs")?,
         });
     }
-    for event_id in apply_grants(&mut outcomes, &demand, &granted) {
+    for (_, event_id) in apply_grants(&mut outcomes, &demand, &granted) {
         sqlx::query("delete from postback_events where id = $1")
             .bind(uuid_text(event_id))
             .execute(&mut *conn)
