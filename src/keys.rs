@@ -82,11 +82,18 @@ impl KeyCache {
             return Ok(Some(caller));
         }
         let arrived = Instant::now();
-        if self.recently_missed(&hash, arrived) || !self.claim_miss_reload(arrived) {
+        if self.recently_missed(&hash, arrived) {
             self.remember_miss(hash, arrived);
             return Ok(None);
         }
-        self.reload_unless_started_after(arrived).await?;
+        // Misses take turns with reloads: one that arrives while a reload runs waits
+        // for it (the key may be in it) instead of being refused or reloading again.
+        let mut last = self.last_reload.lock().await;
+        let reloaded_since = last.is_some_and(|started| started > arrived);
+        if !reloaded_since && self.claim_miss_reload(Instant::now()) {
+            self.reload_locked(&mut last, "unknown_key").await?;
+        }
+        drop(last);
         let found = self.lookup(&hash, now);
         if found.is_none() {
             self.remember_miss(hash, arrived);
@@ -136,15 +143,6 @@ impl KeyCache {
         }
         *last = Some(at);
         true
-    }
-
-    /// Reload unless a reload that started after `instant` has already completed.
-    async fn reload_unless_started_after(&self, instant: Instant) -> Result<(), StoreError> {
-        let mut last = self.last_reload.lock().await;
-        if last.is_some_and(|started| started > instant) {
-            return Ok(());
-        }
-        self.reload_locked(&mut last, "unknown_key").await
     }
 
     /// Reload from the database unless the last reload started less than `min_age` ago.

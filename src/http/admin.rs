@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -65,7 +66,7 @@ pub struct AppsOut {
 
 /// All apps with their tier.
 #[utoipa::path(get, path = "/v1/apps", tag = "admin",
-    responses((status = 200, body = AppsOut), (status = 401), (status = 403)),
+    responses((status = 200, body = AppsOut)),
     security(("admin_token" = [])))]
 async fn list_apps(
     _: Admin,
@@ -117,7 +118,7 @@ pub struct PartnersOut {
 /// Every partner with its status, counters and the URL to paste into its dashboard.
 #[utoipa::path(get, path = "/v1/apps/{app_id}/partners", tag = "admin",
     params(("app_id" = String, Path, description = "app id")),
-    responses((status = 200, body = PartnersOut), (status = 401), (status = 404)),
+    responses((status = 200, body = PartnersOut)),
     security(("admin_token" = [])))]
 async fn partners(
     _: Admin,
@@ -179,19 +180,14 @@ impl PartnerOut {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
 pub struct UsersQuery {
-    /// Exact source (network).
     source: Option<String>,
     campaign: Option<String>,
     adgroup: Option<String>,
     ad: Option<String>,
-    /// Partner id, e.g. `kochava`.
     partner: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
     limit: Option<String>,
-    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -199,6 +195,60 @@ impl QueryParams for UsersQuery {
     const NAMES: &'static [&'static str] = &[
         "source", "campaign", "adgroup", "ad", "partner", "limit", "cursor",
     ];
+
+    fn documented() -> Value {
+        let segment = |name: &str| {
+            query_param(
+                name,
+                &format!("Exact {name} (case-sensitive); empty: any."),
+                json!({"type": "string", "pattern": NO_NUL}),
+            )
+        };
+        let mut partners = vec![""];
+        partners.extend(PartnerId::ALL.map(PartnerId::as_str));
+        json!([
+            segment("source"),
+            segment("campaign"),
+            segment("adgroup"),
+            segment("ad"),
+            query_param(
+                "partner",
+                "The partner that attributed the user; empty: any.",
+                json!({"type": "string", "enum": partners}),
+            ),
+            query_param(
+                "limit",
+                &format!("Page size (default {DEFAULT_PAGE})."),
+                json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+            ),
+            query_param(
+                "cursor",
+                "`next_cursor` of the previous page, passed as given; empty: the first page.",
+                json!({"type": "string", "pattern": CURSOR_PATTERN}),
+            ),
+        ])
+    }
+}
+
+/// The query parameters of each read-API route, for the OpenAPI document.
+pub fn documented_queries() -> [(&'static str, Value); 5] {
+    [
+        ("/v1/apps", NoParams::documented()),
+        ("/v1/apps/{app_id}/partners", NoParams::documented()),
+        ("/v1/apps/{app_id}/users", UsersQuery::documented()),
+        ("/v1/apps/{app_id}/users/lookup", LookupQuery::documented()),
+        ("/v1/apps/{app_id}/summary", SummaryQuery::documented()),
+    ]
+}
+
+/// Text without a NUL (PostgreSQL text cannot hold one).
+const NO_NUL: &str = "^[^\\x00]*$";
+
+/// What [`decode_cursor`] accepts, and empty.
+const CURSOR_PATTERN: &str = "^(-?[0-9]{1,16}\\.[0-9a-f]{32})?$";
+
+fn query_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
 #[derive(Serialize, ToSchema)]
@@ -248,8 +298,8 @@ pub struct UsersOut {
 
 /// Users whose attribution matches every given filter, newest first.
 #[utoipa::path(get, path = "/v1/apps/{app_id}/users", tag = "admin",
-    params(("app_id" = String, Path, description = "app id"), UsersQuery),
-    responses((status = 200, body = UsersOut), (status = 400), (status = 401), (status = 404)),
+    params(("app_id" = String, Path, format = Uuid, description = "app id")),
+    responses((status = 200, body = UsersOut)),
     security(("admin_token" = [])))]
 async fn users(
     _: Admin,
@@ -301,8 +351,7 @@ async fn users(
     }))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
 pub struct LookupQuery {
     user_id: Option<String>,
     idfa: Option<String>,
@@ -321,12 +370,38 @@ impl QueryParams for LookupQuery {
         "android_id",
         "partner_device_id",
     ];
+
+    /// One object parameter, each identifier a property: OpenAPI's way to say
+    /// "exactly one of these query parameters".
+    fn documented() -> Value {
+        let one_of: Vec<Value> = Self::NAMES
+            .iter()
+            .map(|&name| {
+                json!({
+                    "type": "object",
+                    "title": name,
+                    "required": [name],
+                    "additionalProperties": false,
+                    "properties": {name: {"type": "string", "minLength": 1, "pattern": NO_NUL}},
+                })
+            })
+            .collect();
+        json!([{
+            "name": "identifier",
+            "in": "query",
+            "required": true,
+            "style": "form",
+            "explode": true,
+            "description": "Exactly one identifier, as its own query parameter: `?idfa=…`.",
+            "schema": {"oneOf": one_of},
+        }])
+    }
 }
 
 /// One user's attribution, found by exactly one identifier.
 #[utoipa::path(get, path = "/v1/apps/{app_id}/users/lookup", tag = "admin",
-    params(("app_id" = String, Path, description = "app id"), LookupQuery),
-    responses((status = 200, body = UserOut), (status = 400), (status = 401), (status = 404)),
+    params(("app_id" = String, Path, format = Uuid, description = "app id")),
+    responses((status = 200, body = UserOut)),
     security(("admin_token" = [])))]
 async fn lookup(
     _: Admin,
@@ -358,14 +433,10 @@ async fn lookup(
     })
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
 pub struct SummaryQuery {
-    /// source, campaign, adgroup or ad.
     by: Option<String>,
-    /// Inclusive start: RFC 3339 time or YYYY-MM-DD (UTC midnight).
     since: Option<String>,
-    /// Exclusive end: RFC 3339 time or YYYY-MM-DD (UTC midnight).
     until: Option<String>,
     /// How many values to list, 1–1000 (default 100); the rest are summed in `other`.
     limit: Option<String>,
@@ -373,6 +444,36 @@ pub struct SummaryQuery {
 
 impl QueryParams for SummaryQuery {
     const NAMES: &'static [&'static str] = &["by", "since", "until", "limit"];
+
+    fn documented() -> Value {
+        let bound = |name: &str, which: &str| {
+            query_param(
+                name,
+                &format!(
+                    "{which}: an RFC 3339 time or YYYY-MM-DD (UTC midnight); before year 1 or \
+                     after 9999 (in UTC) it is clamped to those; empty: no bound."
+                ),
+                json!({"type": "string", "anyOf": [
+                    {"format": "date"}, {"format": "date-time"}, {"maxLength": 0}
+                ]}),
+            )
+        };
+        json!([
+            {
+                "name": "by", "in": "query", "required": true,
+                "description": "The dimension to count by.",
+                "schema": {"type": "string", "enum": ["source", "campaign", "adgroup", "ad"]},
+            },
+            bound("since", "Inclusive start"),
+            bound("until", "Exclusive end (since at or after until: nothing is counted)"),
+            {
+                "name": "limit", "in": "query", "required": false,
+                "description": "How many values to list, most installs first (default 100); \
+                    the installs of the others are summed in `other`.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+            },
+        ])
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -396,8 +497,8 @@ pub struct SummaryOut {
 
 /// Attributed installs (first-touch attributions) counted by one dimension.
 #[utoipa::path(get, path = "/v1/apps/{app_id}/summary", tag = "admin",
-    params(("app_id" = String, Path, description = "app id"), SummaryQuery),
-    responses((status = 200, body = SummaryOut), (status = 400), (status = 401), (status = 404)),
+    params(("app_id" = String, Path, format = Uuid, description = "app id")),
+    responses((status = 200, body = SummaryOut)),
     security(("admin_token" = [])))]
 async fn summary(
     _: Admin,
@@ -442,7 +543,7 @@ async fn summary(
 /// `limit` of the users and summary routes: 1–1000, default 100.
 fn parse_limit(limit: Option<String>) -> Result<u32, AppError> {
     match limit.as_deref() {
-        None | Some("") => Ok(DEFAULT_PAGE),
+        None => Ok(DEFAULT_PAGE),
         Some(s) => s
             .parse::<u32>()
             .ok()

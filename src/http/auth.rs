@@ -130,6 +130,10 @@ fn attempt(
 ) -> Result<(), AppError> {
     let peer = peer(parts);
     let now = Instant::now();
+    if presented.is_none() {
+        // No credentials: not a login, so not refused for earlier failures either.
+        return Err(wrong);
+    }
     if let Some(peer) = peer {
         state
             .login_throttle

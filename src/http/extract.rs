@@ -24,6 +24,11 @@ impl From<PathRejection> for AppError {
 pub trait QueryParams: DeserializeOwned {
     /// Every parameter the route accepts; any other is a 400.
     const NAMES: &'static [&'static str];
+
+    /// The OpenAPI parameter objects, exactly as strict as the handler.
+    fn documented() -> Value {
+        Value::Array(Vec::new())
+    }
 }
 
 /// No parameters at all.

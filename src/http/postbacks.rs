@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCod
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde_json::json;
 
 use super::error::AppError;
 use super::{AppState, BodyTimedOut};
@@ -23,12 +22,23 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 /// The body of a 200 answer to a postback.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct PostbackAnswer {
-    /// `accepted`, `duplicate` or `ignored`.
-    status: String,
+    #[schema(inline)]
+    status: PostbackStatus,
     /// The stored event (for `duplicate`: the first delivery's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     event_id: Option<uuid::Uuid>,
     /// `organic` when ignored.
-    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// What became of the postback.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PostbackStatus {
+    Accepted,
+    Duplicate,
+    Ignored,
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -204,14 +214,17 @@ async fn handle(
     let mut handled = match reply.result {
         Ok(outcome) => {
             telemetry::postback_handled(name, outcome.verdict());
-            let body = match outcome {
-                Outcome::Accepted { event_id } => {
-                    json!({"status": "accepted", "event_id": event_id})
-                }
+            let (status, event_id, reason) = match outcome {
+                Outcome::Accepted { event_id } => (PostbackStatus::Accepted, Some(event_id), None),
                 Outcome::Duplicate { first_event_id } => {
-                    json!({"status": "duplicate", "event_id": first_event_id})
+                    (PostbackStatus::Duplicate, Some(first_event_id), None)
                 }
-                Outcome::Organic => json!({"status": "ignored", "reason": "organic"}),
+                Outcome::Organic => (PostbackStatus::Ignored, None, Some("organic")),
+            };
+            let body = PostbackAnswer {
+                status,
+                event_id,
+                reason,
             };
             Handled {
                 response: Json(body).into_response(),

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::admin::{find_app, partner_overview, PartnerOut};
 use super::auth::PageLogin;
 use super::error::AppError;
-use super::extract::Path;
 use super::AppState;
 use crate::store::{ChartSource, DailySourceCount};
 
@@ -49,7 +49,7 @@ async fn page_response(response: Response) -> Response {
 
 /// HTML list of the apps, each linking to its attribution page (HTTP Basic, ADMIN_TOKEN as password).
 #[utoipa::path(get, path = "/apps", tag = "page",
-    responses((status = 200, content_type = "text/html", description = "the list of apps"), (status = 401), (status = 403)),
+    responses((status = 200, body = String, content_type = "text/html", description = "the list of apps")),
     security(("admin_basic" = [])))]
 async fn apps_index(login: PageLogin, State(state): State<AppState>) -> Result<Response, AppError> {
     index(login, state).await
@@ -57,7 +57,7 @@ async fn apps_index(login: PageLogin, State(state): State<AppState>) -> Result<R
 
 /// The list of apps, as at `/apps`.
 #[utoipa::path(get, path = "/", tag = "page",
-    responses((status = 200, content_type = "text/html", description = "the list of apps"), (status = 401), (status = 403)),
+    responses((status = 200, body = String, content_type = "text/html", description = "the list of apps")),
     security(("admin_basic" = [])))]
 async fn home(login: PageLogin, State(state): State<AppState>) -> Result<Response, AppError> {
     index(login, state).await
@@ -132,14 +132,18 @@ fn html_response(status: StatusCode, page: Markup) -> Response {
 
 /// HTML status page of one app's attribution partners (HTTP Basic, ADMIN_TOKEN as password).
 #[utoipa::path(get, path = "/apps/{app_id}/attribution", tag = "page",
-    params(("app_id" = String, Path, description = "app id")),
-    responses((status = 200, content_type = "text/html", description = "the page"), (status = 401), (status = 404)),
+    params(("app_id" = String, Path, format = Uuid, description = "app id")),
+    responses((status = 200, body = String, content_type = "text/html", description = "the page")),
     security(("admin_basic" = [])))]
 async fn attribution_page(
     _: PageLogin,
     State(state): State<AppState>,
-    Path(app_id): Path<String>,
+    app_id: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<Response, AppError> {
+    // An id that does not even decode is no app either: the HTML 404 too.
+    let Ok(axum::extract::Path(app_id)) = app_id else {
+        return Ok(no_such_app("(not UTF-8)"));
+    };
     let app = match find_app(&state, &app_id).await {
         Ok(app) => app,
         Err(AppError::NotFound(_)) => return Ok(no_such_app(&app_id)),

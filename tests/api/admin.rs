@@ -351,6 +351,7 @@ async fn users_pages_walk_every_row_once_and_reject_bad_input(backend: Backend) 
         ("limit=0", "limit 0"),
         ("limit=1001", "limit over 1000"),
         ("limit=ten", "limit not a number"),
+        ("limit=", "limit empty"),
         ("cursor=garbage", "bad cursor"),
         ("partner=facebook", "unknown partner"),
     ] {
@@ -741,6 +742,8 @@ async fn failed_admin_logins_are_throttled_per_client_address(backend: Backend) 
         assert!((1..=60).contains(&retry_after), "{case}: {retry_after}");
         assert_error(resp, 429, "rate_limited", case).await;
     }
+    let resp = guesser.get(&apps).send().await.unwrap();
+    assert_error(resp, 401, "unauthorized", "no credentials: asked to log in").await;
     let resp = colleague
         .get(&apps)
         .bearer_auth(ADMIN_TOKEN)
