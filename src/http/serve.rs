@@ -130,7 +130,8 @@ pub async fn serve(
                     tracing::debug!("no request head within the header-read timeout; closing");
                     return;
                 }
-                () = abort.cancelled() => return,
+                // Stopping: a connection with no request yet has nothing to finish.
+                () = draining.cancelled() => return,
             }
             // Then it lives until it ends, is idle too long, or the server stops; the
             // last two close it gracefully (HTTP/2: GOAWAY) and let requests finish.

@@ -19,6 +19,7 @@ both_backends!(
     connections_over_the_cap_are_shed_at_accept_and_counted,
     heads_hyper_cannot_parse_get_json_answers_with_a_request_id,
     declared_bodies_over_the_limit_get_413_before_a_byte_is_read,
+    stopping_closes_connections_that_have_no_request_in_flight,
 );
 
 impl TestApp {
@@ -338,4 +339,39 @@ async fn declared_bodies_over_the_limit_get_413_before_a_byte_is_read(backend: B
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"accepted\""), "{answer}");
     app.stop().await;
+}
+
+/// On SIGTERM a connection with nothing in flight has nothing to finish: a silent one
+/// and an idle keep-alive one are closed at once, not after the drain timeout (20 s)
+/// or their own timeouts (two minutes here).
+async fn stopping_closes_connections_that_have_no_request_in_flight(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        TestConfig {
+            http_idle_timeout_ms: 120_000,
+            http_header_read_timeout_ms: 120_000,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let address = app.socket_address();
+    let mut silent = TcpStream::connect(&address).await.unwrap();
+    let mut idle = held_connection(&address).await;
+    // The server has accepted the silent one (a request on a later connection is served).
+    let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    tokio::time::timeout(Duration::from_secs(15), app.stop())
+        .await
+        .expect("the server stops without waiting out idle connections");
+    let mut buf = [0u8; 16];
+    for (what, stream) in [("silent", &mut silent), ("idle", &mut idle)] {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "the {what} connection is closed: {read:?}"
+        );
+    }
 }
