@@ -3,6 +3,7 @@
 use super::*;
 
 conformance!(
+    the_extreme_storable_times_bound_summaries_and_pages_alike,
     list_users_filters_on_each_dimension_and_partner_by_exact_match,
     list_users_pages_walk_every_row_once_newest_first,
     list_users_cursor_survives_a_deleted_row_and_skips_newer_rows,
@@ -787,4 +788,62 @@ async fn daily_installs_by_source_counts_per_utc_day(store: &dyn Store, _: &Prob
             count(4, named("net-a"), 2),
         ]
     );
+}
+
+/// Year 1 and the last microsecond of 9999, the range the read API clamps times to,
+/// compare like any other time on both engines (SQLite compares stored text).
+async fn the_extreme_storable_times_bound_summaries_and_pages_alike(store: &dyn Store, _: &Probe) {
+    let app = create_sample_app(store).await;
+    record_installs(
+        store,
+        vec![
+            install(
+                app,
+                "a",
+                PartnerId::Kochava,
+                segments("s", "c", "g", "a"),
+                t0(),
+            ),
+            install(
+                app,
+                "b",
+                PartnerId::Tune,
+                segments("s", "c", "g", "a"),
+                t0() + secs(1),
+            ),
+        ],
+    )
+    .await;
+    let first = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
+    let last = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+        + chrono::Duration::microseconds(999_999);
+    let total = |since, until| async move {
+        store
+            .summary(app, Dimension::Source, since, until, 100)
+            .await
+            .expect("summary")
+            .total
+    };
+    assert_eq!(total(Some(first), Some(last)).await, 2);
+    assert_eq!(total(Some(first), None).await, 2);
+    assert_eq!(total(None, Some(last)).await, 2);
+    assert_eq!(total(Some(last), None).await, 0);
+    assert_eq!(total(None, Some(first)).await, 0);
+    let cursor = |attributed_at| UserCursor {
+        attributed_at,
+        id: Uuid::max(),
+    };
+    let page = |after| async move {
+        store
+            .list_users(app, &UserFilter::default(), Some(&after), 10)
+            .await
+            .expect("list")
+            .len()
+    };
+    assert_eq!(
+        page(cursor(last)).await,
+        2,
+        "everything is before the last time"
+    );
+    assert_eq!(page(cursor(first)).await, 0, "nothing is before the first");
 }
