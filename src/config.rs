@@ -48,6 +48,22 @@ pub struct Config {
     pub writer: WriterConfig,
     pub keys: KeysConfig,
     pub retention: RetentionConfig,
+    pub deliveries: DeliveriesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesConfig {
+    /// Delivery log rows kept per (app, partner), newest first.
+    pub keep_per_partner: u32,
+    /// Delivery log rows older than this many days go (whichever removes more).
+    pub keep_days: u32,
+    /// Largest payload kept in a row; longer ones are cut and marked `truncated`.
+    pub payload_max_bytes: usize,
+    /// Rows of the unauthenticated log kept.
+    pub keep_unauthenticated: u32,
+    /// Seconds between prunes of the delivery log.
+    pub prune_every_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

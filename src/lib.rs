@@ -183,7 +183,18 @@ impl App {
         // Leave the commit wait a margin inside the request deadline so a slow
         // database yields our 503, not the timeout layer's.
         let commit_timeout = request_timeout.mul_f64(0.9);
-        let ingestor = ingest::Ingestor::new(keys, quota, writer, commit_timeout);
+        let ingestor = ingest::Ingestor::new(
+            keys,
+            quota,
+            writer,
+            commit_timeout,
+            config.deliveries.payload_max_bytes,
+        );
+        tokio::spawn(retention::prune_deliveries_loop(
+            store.clone(),
+            config.deliveries.clone(),
+            background.clone(),
+        ));
         let state = http::AppState {
             ingestor: Arc::new(ingestor),
             store: store.clone(),

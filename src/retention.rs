@@ -42,3 +42,29 @@ pub async fn prune_loop(
         }
     }
 }
+
+/// Keep the delivery log within `deliveries.*` until `stop`.
+pub async fn prune_deliveries_loop(
+    store: Arc<dyn Store>,
+    config: crate::config::DeliveriesConfig,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(config.prune_every_secs.max(1));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = store
+            .prune_deliveries(
+                chrono::Utc::now(),
+                config.keep_per_partner,
+                config.keep_days,
+                config.keep_unauthenticated,
+            )
+            .await
+        {
+            tracing::warn!(error = %crate::error_chain(&e), "pruning the delivery log failed");
+        }
+    }
+}

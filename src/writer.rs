@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use crate::domain::PartnerId;
 use crate::domain::{AppId, NewEvent};
 use crate::quota::Quota;
-use crate::store::{CounterDelta, RecordOutcome, Store, StoreError};
+use crate::store::deliveries::{Answer, Decided, NewDelivery, UnauthenticatedDelivery, Verdict};
+use crate::store::{Batch, CounterDelta, RecordOutcome, Store, StoreError};
 use crate::telemetry;
 
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +44,29 @@ pub enum WriteError {
 enum Job {
     Record(
         Box<NewEvent>,
+        Option<Box<NewDelivery>>,
         oneshot::Sender<Result<RecordOutcome, WriteError>>,
     ),
-    Count(CounterDelta),
+    Count(CounterDelta, Option<Box<NewDelivery>>),
+    Unauthenticated(Box<UnauthenticatedDelivery>),
+}
+
+/// Delivery log rows whose batch could not be written (the database was away):
+/// kept, answered `unavailable`, for the next batch that commits.
+#[derive(Default)]
+struct Unwritten {
+    deliveries: Vec<NewDelivery>,
+}
+
+/// Most log rows kept while the database is away; older ones are dropped.
+const MAX_UNWRITTEN: usize = 10_000;
+
+impl Unwritten {
+    fn keep(&mut self, rows: impl IntoIterator<Item = NewDelivery>) {
+        self.deliveries.extend(rows);
+        let over = self.deliveries.len().saturating_sub(MAX_UNWRITTEN);
+        self.deliveries.drain(..over);
+    }
 }
 
 /// The handle request handlers hold; cheap to clone.
@@ -65,8 +86,17 @@ impl Writer {
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let rx = Arc::new(Mutex::new(rx));
+        let unwritten = Arc::new(std::sync::Mutex::new(Unwritten::default()));
         let tasks: Vec<JoinHandle<()>> = (0..config.writers.max(1))
-            .map(|_| tokio::spawn(run(store.clone(), quota.clone(), rx.clone(), config)))
+            .map(|_| {
+                tokio::spawn(run(
+                    store.clone(),
+                    quota.clone(),
+                    rx.clone(),
+                    unwritten.clone(),
+                    config,
+                ))
+            })
             .collect();
         let all = tokio::spawn(async move {
             for task in tasks {
@@ -76,11 +106,16 @@ impl Writer {
         (Self { tx }, all)
     }
 
-    /// Queue one event and wait until its transaction committed.
-    pub async fn record(&self, event: NewEvent) -> Result<RecordOutcome, WriteError> {
+    /// Queue one event (and its delivery log row, answered from the event's
+    /// outcome) and wait until its transaction committed.
+    pub async fn record(
+        &self,
+        event: NewEvent,
+        delivery: Option<NewDelivery>,
+    ) -> Result<RecordOutcome, WriteError> {
         let (done, answer) = oneshot::channel();
         self.tx
-            .try_send(Job::Record(Box::new(event), done))
+            .try_send(Job::Record(Box::new(event), delivery.map(Box::new), done))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     telemetry::writer_queue_full();
@@ -91,11 +126,22 @@ impl Writer {
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 
-    /// Queue counter increments; they are committed with the next batch.
-    pub async fn count(&self, delta: CounterDelta) {
-        if self.tx.send(Job::Count(delta)).await.is_err() {
+    /// Queue counter increments and the delivery log row of a request that stores
+    /// no event; they are committed with the next batch.
+    pub async fn count(&self, delta: CounterDelta, delivery: Option<NewDelivery>) {
+        if self
+            .tx
+            .send(Job::Count(delta, delivery.map(Box::new)))
+            .await
+            .is_err()
+        {
             tracing::warn!("writer stopped; counter increment dropped");
         }
+    }
+
+    /// Queue a row of the unauthenticated log; dropped when the queue is full.
+    pub fn log_unauthenticated(&self, row: UnauthenticatedDelivery) {
+        let _ = self.tx.try_send(Job::Unauthenticated(Box::new(row)));
     }
 }
 
@@ -104,6 +150,7 @@ async fn run(
     store: Arc<dyn Store>,
     quota: Arc<Quota>,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    unwritten: Arc<std::sync::Mutex<Unwritten>>,
     config: WriterConfig,
 ) {
     loop {
@@ -124,21 +171,41 @@ async fn run(
                 }
             }
         }
-        write_batch(store.as_ref(), &quota, jobs).await;
+        write_batch(store.as_ref(), &quota, &unwritten, jobs).await;
     }
 }
 
-async fn write_batch(store: &dyn Store, quota: &Quota, jobs: Vec<Job>) {
+async fn write_batch(
+    store: &dyn Store,
+    quota: &Quota,
+    unwritten: &std::sync::Mutex<Unwritten>,
+    jobs: Vec<Job>,
+) {
     let mut events = Vec::new();
     let mut waiters = Vec::new();
     let mut counts: HashMap<(AppId, PartnerId), CounterDelta> = HashMap::new();
+    let mut deliveries = std::mem::take(
+        &mut unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deliveries,
+    );
+    let mut unauthenticated = Vec::new();
     for job in jobs {
         match job {
-            Job::Record(event, done) => {
+            Job::Record(event, delivery, done) => {
+                if let Some(mut delivery) = delivery {
+                    if let Decided::ByEvent { index, .. } = &mut delivery.decided {
+                        *index = events.len();
+                    }
+                    deliveries.push(*delivery);
+                }
                 events.push(*event);
                 waiters.push(done);
             }
-            Job::Count(d) => {
+            Job::Unauthenticated(row) => unauthenticated.push(*row),
+            Job::Count(d, delivery) => {
+                deliveries.extend(delivery.map(|d| *d));
                 let entry = counts.entry((d.app_id, d.partner)).or_insert(CounterDelta {
                     organic_ignored: 0,
                     rejected: 0,
@@ -154,7 +221,15 @@ async fn write_batch(store: &dyn Store, quota: &Quota, jobs: Vec<Job>) {
     let counters: Vec<CounterDelta> = counts.into_values().collect();
     telemetry::batch_written(events.len());
     let usage = quota.take_pending();
-    let result = store.record_batch(&events, &counters, &usage).await;
+    let result = store
+        .record(Batch {
+            events: &events,
+            counters: &counters,
+            quota: &usage,
+            deliveries: &deliveries,
+            unauthenticated: &unauthenticated,
+        })
+        .await;
     if result.is_err() {
         quota.restore(usage);
     }
@@ -169,6 +244,24 @@ async fn write_batch(store: &dyn Store, quota: &Quota, jobs: Vec<Job>) {
         Err(StoreError::Unavailable(e)) => {
             telemetry::db_error("unavailable");
             tracing::warn!(error = %e, batch = events.len(), "database unavailable; batch answered 503");
+            // The log still says what each request was answered: 503 for the events.
+            let unavailable = Answer {
+                status: 503,
+                verdict: Verdict::Unavailable,
+                reason: "database unavailable; the partner should send it again".to_owned(),
+                event_id: None,
+            };
+            let rows = deliveries.into_iter().map(|mut d| {
+                if matches!(d.decided, Decided::ByEvent { .. }) {
+                    d.decided = Decided::Already(unavailable.clone());
+                }
+                d
+            });
+            unwritten
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keep(rows);
+
             for done in waiters {
                 let _ = done.send(Err(WriteError::Unavailable));
             }
@@ -177,12 +270,42 @@ async fn write_batch(store: &dyn Store, quota: &Quota, jobs: Vec<Job>) {
             // One bad row must not fail its neighbours: write each on its own.
             telemetry::db_error("other");
             tracing::error!(error = ?e, batch = events.len(), "batch failed; retrying its postbacks one by one");
-            if let Err(e) = store.record_batch(&[], &counters, &[]).await {
+            let mut by_event: HashMap<usize, NewDelivery> = HashMap::new();
+            let mut others = Vec::new();
+            for d in deliveries {
+                match d.decided {
+                    Decided::ByEvent { index, .. } => {
+                        by_event.insert(index, d);
+                    }
+                    _ => others.push(d),
+                }
+            }
+            let rest = Batch {
+                counters: &counters,
+                deliveries: &others,
+                unauthenticated: &unauthenticated,
+                ..Batch::default()
+            };
+            if let Err(e) = store.record(rest).await {
                 tracing::error!(error = ?e, "counter increments lost");
             }
-            for (event, done) in events.into_iter().zip(waiters) {
+            for (i, (event, done)) in events.into_iter().zip(waiters).enumerate() {
+                let own: Vec<NewDelivery> = by_event
+                    .remove(&i)
+                    .map(|mut d| {
+                        if let Decided::ByEvent { index, .. } = &mut d.decided {
+                            *index = 0;
+                        }
+                        d
+                    })
+                    .into_iter()
+                    .collect();
                 let result = store
-                    .record_batch(std::slice::from_ref(&event), &[], &[])
+                    .record(Batch {
+                        events: std::slice::from_ref(&event),
+                        deliveries: &own,
+                        ..Batch::default()
+                    })
                     .await;
                 if let Ok(recorded) = &result {
                     quota.note_installs(&recorded.installs);

@@ -131,6 +131,13 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether it looks like a key this server makes (`pbgk_` + 64 hex digits).
+    pub fn has_our_format(&self) -> bool {
+        self.0
+            .strip_prefix(API_KEY_PREFIX)
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
 }
 
 impl fmt::Debug for ApiKey {

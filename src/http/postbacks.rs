@@ -208,6 +208,10 @@ async fn handle(
             query: query.as_deref().unwrap_or(""),
             body: &body,
             received_at,
+            request_id: headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
         })
         .await;
 

@@ -116,6 +116,9 @@ pub struct Delivery {
     /// It is never part of the stored fields; the `X-Api-Key` header is the caller's.
     pub api_key: Option<ApiKey>,
     pub decision: Decision,
+    /// The fields read (without any `api_key`) when the decision holds none of its
+    /// own: for the delivery log. Empty for an accepted delivery or an unreadable body.
+    pub fields: Fields,
 }
 
 /// The verdict on one request, with what storing an accepted one needs.
@@ -155,10 +158,11 @@ pub fn read(partner: PartnerId, method: Method, query: &str, body: &[u8]) -> Opt
         InputFormat::JsonBody => decode_json(body),
     };
     let api_key = query_key.or_else(|| decoded.as_ref().ok().and_then(api_key_in));
+    let mut kept = Fields::new();
     let decision = match decoded {
         Err(invalid) => Decision::Invalid(invalid),
         Ok(mut fields) => {
-            fields.remove(API_KEY_FIELD);
+            remove_api_keys(&mut fields);
             sanitize(&mut fields);
             match partner.parse(&fields) {
                 Verdict::Accepted(postback) => {
@@ -170,12 +174,36 @@ pub fn read(partner: PartnerId, method: Method, query: &str, body: &[u8]) -> Opt
                         raw: fields,
                     }))
                 }
-                Verdict::Organic(reason) => Decision::Organic(reason),
-                Verdict::Invalid(invalid) => Decision::Invalid(invalid),
+                Verdict::Organic(reason) => {
+                    kept = fields;
+                    Decision::Organic(reason)
+                }
+                Verdict::Invalid(invalid) => {
+                    kept = fields;
+                    Decision::Invalid(invalid)
+                }
             }
         }
     };
-    Some(Delivery { api_key, decision })
+    Some(Delivery {
+        api_key,
+        decision,
+        fields: kept,
+    })
+}
+
+/// Take every `api_key` out of the fields, at any depth (a partner may nest the
+/// payload it forwards): it must never be stored.
+fn remove_api_keys(fields: &mut Fields) {
+    fn clean(value: &mut Value) {
+        match value {
+            Value::Object(map) => remove_api_keys(map),
+            Value::Array(items) => items.iter_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    fields.remove(API_KEY_FIELD);
+    fields.values_mut().for_each(clean);
 }
 
 fn api_key_in(fields: &Fields) -> Option<ApiKey> {
@@ -324,6 +352,19 @@ mod tests {
     fn read_answers_none_for_a_method_the_partner_does_not_use() {
         assert!(read(PartnerId::Adjust, Method::Post, "", b"").is_none());
         assert!(read(PartnerId::Kochava, Method::Get, KOCHAVA_INSTALL, b"").is_none());
+    }
+
+    #[test]
+    fn an_api_key_nested_anywhere_in_a_json_body_is_not_stored() {
+        let body = KOCHAVA_INSTALL.replacen(
+            '{',
+            r#"{"meta":{"api_key":"pbgk_n","list":[{"api_key":"pbgk_m","x":1}]},"#,
+            1,
+        );
+        let d = read(PartnerId::Kochava, Method::Post, "", body.as_bytes()).unwrap();
+        let stored = Value::Object(accepted(&d).raw.clone()).to_string();
+        assert!(!stored.contains("pbgk_"), "{stored}");
+        assert!(stored.contains(r#""x":1"#), "other fields stay: {stored}");
     }
 
     #[test]

@@ -10,12 +10,13 @@ use crate::domain::PartnerId;
 use crate::domain::{AppId, ConnectionStatus, KeyHash, NewEvent, Tier};
 
 mod batch;
+pub mod deliveries;
 pub mod postgres;
 pub mod sqlite;
 
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use super::{AppStore, IngestStore, MaintenanceStore, ReadStore, Store};
+    pub use super::{AppStore, DeliveryStore, IngestStore, MaintenanceStore, ReadStore, Store};
 }
 
 #[cfg(test)]
@@ -103,6 +104,26 @@ pub enum RecordOutcome {
     },
     /// A new install over its app's hourly install quota: not stored (429).
     OverQuota,
+}
+
+/// Everything one writer batch commits together.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Batch<'a> {
+    pub events: &'a [NewEvent],
+    pub counters: &'a [CounterDelta],
+    pub quota: &'a [QuotaUsage],
+    pub deliveries: &'a [deliveries::NewDelivery],
+    pub unauthenticated: &'a [deliveries::UnauthenticatedDelivery],
+}
+
+impl Batch<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.counters.is_empty()
+            && self.quota.is_empty()
+            && self.deliveries.is_empty()
+            && self.unauthenticated.is_empty()
+    }
 }
 
 /// What a batch did: an outcome per delivery, in the order of the batch, and the
@@ -197,12 +218,25 @@ pub trait IngestStore: Send + Sync + 'static {
     /// installs; and update `partner_connections` (counters, status,
     /// last_success_at) including `counters`. Outcomes are in the order of `events`.
     /// In the same transaction, `quota` requests are added to `quota_usage`.
+    /// With the batch, in the same transaction: the delivery log's rows (those of
+    /// events get their answer from the event's outcome) and the unauthenticated log.
+    async fn record(&self, batch: Batch<'_>) -> Result<RecordedBatch, StoreError>;
+
+    /// [`IngestStore::record`] without delivery log rows.
     async fn record_batch(
         &self,
         events: &[NewEvent],
         counters: &[CounterDelta],
         quota: &[QuotaUsage],
-    ) -> Result<RecordedBatch, StoreError>;
+    ) -> Result<RecordedBatch, StoreError> {
+        self.record(Batch {
+            events,
+            counters,
+            quota,
+            ..Batch::default()
+        })
+        .await
+    }
 
     /// Requests counted per app in the quota window starting at `window_start`.
     async fn quota_usage(&self, window_start: DateTime<Utc>)
@@ -257,6 +291,44 @@ pub trait ReadStore: Send + Sync + 'static {
     ) -> Result<Vec<DailySourceCount>, StoreError>;
 }
 
+/// The delivery log (`store/<backend>/deliveries.rs`); its rows are written with
+/// the batch by [`IngestStore::record`].
+#[async_trait]
+pub trait DeliveryStore: Send + Sync + 'static {
+    /// The app's deliveries matching `filter`, newest first, strictly after `after`.
+    async fn list_deliveries(
+        &self,
+        app: AppId,
+        filter: &deliveries::DeliveryFilter,
+        after: Option<deliveries::DeliveryCursor>,
+        limit: u32,
+    ) -> Result<Vec<deliveries::DeliveryRecord>, StoreError>;
+
+    /// The app's delivery answered with this request id.
+    async fn get_delivery(
+        &self,
+        app: AppId,
+        request_id: &str,
+    ) -> Result<Option<deliveries::DeliveryRecord>, StoreError>;
+
+    /// The newest requests that no app's key authenticated.
+    async fn list_unauthenticated(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<deliveries::UnauthenticatedDelivery>, StoreError>;
+
+    /// Keep the newest `keep_per_partner` of each (app, partner) and nothing older
+    /// than `keep_days` (whichever removes more), and the newest
+    /// `keep_unauthenticated` unauthenticated ones; returns the rows removed.
+    async fn prune_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        keep_per_partner: u32,
+        keep_days: u32,
+        keep_unauthenticated: u32,
+    ) -> Result<u64, StoreError>;
+}
+
 /// How long stored deliveries are kept (`[retention]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -307,7 +379,7 @@ pub(crate) fn first_kept_month(now: DateTime<Utc>, events_days: u32) -> chrono::
 /// `Arc<dyn Store>`; bring the concern traits into scope with `use crate::store::prelude::*`.
 #[async_trait]
 pub trait Store:
-    AppStore + IngestStore + ReadStore + MaintenanceStore + Send + Sync + 'static
+    AppStore + IngestStore + ReadStore + MaintenanceStore + DeliveryStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -494,21 +494,27 @@ async fn repoint_identities(
 
 #[async_trait]
 impl IngestStore for PgStore {
-    async fn record_batch(
-        &self,
-        events: &[NewEvent],
-        counters: &[CounterDelta],
-        quota: &[QuotaUsage],
-    ) -> Result<RecordedBatch, StoreError> {
-        if events.is_empty() && counters.is_empty() && quota.is_empty() {
+    async fn record(&self, batch: Batch<'_>) -> Result<RecordedBatch, StoreError> {
+        if batch.is_empty() {
             return Ok(RecordedBatch::default());
         }
+        let Batch {
+            events,
+            counters,
+            quota,
+            ..
+        } = batch;
         // Batches lock rows in one order and should never deadlock; should one
         // still be chosen as a deadlock victim, it is run again rather than failed.
         let mut attempt = 0;
         loop {
             let mut tx = self.writes.begin().await.map_err(store_error)?;
-            match record_in(&mut tx, events, counters, quota).await {
+            let recorded = async {
+                let recorded = record_in(&mut tx, events, counters, quota).await?;
+                super::deliveries::insert(&mut tx, &batch, &recorded.outcomes).await?;
+                Ok::<_, sqlx::Error>(recorded)
+            };
+            match recorded.await {
                 Ok(recorded) => {
                     tx.commit().await.map_err(store_error)?;
                     return Ok(recorded);

@@ -270,17 +270,21 @@ async fn upsert_connection(
 
 #[async_trait]
 impl IngestStore for SqliteStore {
-    async fn record_batch(
-        &self,
-        events: &[NewEvent],
-        counters: &[CounterDelta],
-        quota: &[QuotaUsage],
-    ) -> Result<RecordedBatch, StoreError> {
-        if events.is_empty() && counters.is_empty() && quota.is_empty() {
+    async fn record(&self, batch: Batch<'_>) -> Result<RecordedBatch, StoreError> {
+        if batch.is_empty() {
             return Ok(RecordedBatch::default());
         }
+        let Batch {
+            events,
+            counters,
+            quota,
+            ..
+        } = batch;
         let mut tx = self.begin_write().await?;
         let outcomes = record_in(&mut tx, events, counters)
+            .await
+            .map_err(store_error)?;
+        super::deliveries::insert(&mut tx, &batch, &outcomes.outcomes)
             .await
             .map_err(store_error)?;
         for q in quota {
