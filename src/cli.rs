@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::apps::{self, CreatedApp};
 use crate::config::Config;
-use crate::domain::{AppId, Tier};
+use crate::domain::{AppId, PartnerId, Tier};
 use crate::{open_store, shutdown_signal, App, StartError};
 
 #[derive(Debug, Parser)]
@@ -35,6 +35,9 @@ pub enum Command {
     /// Manage apps and their API keys.
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Read the delivery log: what each postback was answered, and why.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
     /// Remove stored events and dedupe keys past retention (`retention.*`).
     Prune {
         /// Report what would go, remove nothing.
@@ -80,6 +83,31 @@ pub enum AppsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// Print an app's last deliveries, oldest of them first, one line each.
+    Tail {
+        app_id: AppId,
+        /// Only this partner's.
+        #[arg(long, value_parser = parse_partner)]
+        partner: Option<PartnerId>,
+        /// How many to print (1–1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Keep printing new deliveries as they arrive (until Ctrl-C).
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_partner(s: &str) -> Result<PartnerId, String> {
+    s.parse()
+        .map_err(|_| format!("unknown partner {s:?}; expected one of kochava, tune, appsflyer, adjust, singular, branch"))
+}
+
 fn parse_tier(s: &str) -> Result<Tier, String> {
     s.parse()
         .map_err(|e: crate::domain::InvalidTier| e.to_string())
@@ -113,6 +141,19 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
             store.close().await;
             println!("migrations applied");
             Ok(())
+        }
+        Command::Deliveries(DeliveriesCommand::Tail {
+            app_id,
+            partner,
+            limit,
+            follow,
+            json,
+        }) => {
+            let store = open_store(&config).await?;
+            let result =
+                tail_deliveries(store.as_ref(), app_id, partner, limit, follow, json).await;
+            store.close().await;
+            result
         }
         Command::Prune { dry_run, json } => {
             let store = open_store(&config).await?;
@@ -222,4 +263,72 @@ fn created_json(created: &CreatedApp, printout: &apps::Printout) -> serde_json::
         "endpoints": apps::endpoints(&printout.base_url, Some(&created.api_key)),
         "quota_per_hour": (created.app.tier == Tier::Standard).then_some(printout.standard_quota),
     })
+}
+
+/// `deliveries tail`: the last `limit` rows, oldest first; with `follow`, then every
+/// new row as it is committed (polled each second) until Ctrl-C.
+async fn tail_deliveries(
+    store: &dyn crate::store::Store,
+    app: AppId,
+    partner: Option<PartnerId>,
+    limit: u32,
+    follow: bool,
+    json: bool,
+) -> Result<(), StartError> {
+    use crate::store::deliveries::{DeliveryFilter, DeliveryRecord};
+    if store.get_app(app).await?.is_none() {
+        return Err(apps::AppsError::UnknownApp(app).into());
+    }
+    let filter = DeliveryFilter {
+        partner,
+        ..DeliveryFilter::default()
+    };
+    let print = |d: &DeliveryRecord| {
+        if json {
+            println!(
+                "{}",
+                json!({"received_at": d.received_at, "partner": d.partner, "method": d.method,
+                       "status": d.answer.status, "verdict": d.answer.verdict.as_str(),
+                       "reason": d.answer.reason, "event_id": d.answer.event_id,
+                       "request_id": d.request_id, "segments": d.segments,
+                       "identifiers": d.identifiers, "payload": d.payload})
+            );
+        } else {
+            println!(
+                "{}  {:<9} {:<4} {} {:<12} {}",
+                d.received_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                d.partner.as_str(),
+                d.method,
+                d.answer.status,
+                d.answer.verdict.as_str(),
+                d.answer.reason
+            );
+        }
+    };
+    let mut rows = store.list_deliveries(app, &filter, None, limit).await?;
+    rows.reverse();
+    rows.iter().for_each(print);
+    if !follow {
+        return Ok(());
+    }
+    let mut newest = rows.last().map(|d| (d.received_at, d.id));
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let mut fresh: Vec<DeliveryRecord> = store
+            .list_deliveries(app, &filter, None, 1000)
+            .await?
+            .into_iter()
+            .take_while(|d| newest.is_none_or(|n| (d.received_at, d.id) > n))
+            .collect();
+        fresh.reverse();
+        fresh.iter().for_each(print);
+        if let Some(last) = fresh.last() {
+            newest = Some((last.received_at, last.id));
+        }
+    }
 }

@@ -231,23 +231,25 @@ impl QueryParams for UsersQuery {
 }
 
 /// The query parameters of each read-API route, for the OpenAPI document.
-pub fn documented_queries() -> [(&'static str, Value); 5] {
-    [
+pub fn documented_queries() -> Vec<(&'static str, Value)> {
+    let mut queries = vec![
         ("/v1/apps", NoParams::documented()),
         ("/v1/apps/{app_id}/partners", NoParams::documented()),
         ("/v1/apps/{app_id}/users", UsersQuery::documented()),
         ("/v1/apps/{app_id}/users/lookup", LookupQuery::documented()),
         ("/v1/apps/{app_id}/summary", SummaryQuery::documented()),
-    ]
+    ];
+    queries.extend(super::deliveries::documented_queries());
+    queries
 }
 
 /// Text without a NUL (PostgreSQL text cannot hold one).
-const NO_NUL: &str = "^[^\\x00]*$";
+pub(super) const NO_NUL: &str = "^[^\\x00]*$";
 
 /// What [`decode_cursor`] accepts, and empty.
-const CURSOR_PATTERN: &str = "^(-?[0-9]{1,16}\\.[0-9a-f]{32})?$";
+pub(super) const CURSOR_PATTERN: &str = "^(-?[0-9]{1,16}\\.[0-9a-f]{32})?$";
 
-fn query_param(name: &str, description: &str, schema: Value) -> Value {
+pub(super) fn query_param(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
@@ -541,7 +543,7 @@ async fn summary(
 }
 
 /// `limit` of the users and summary routes: 1–1000, default 100.
-fn parse_limit(limit: Option<String>) -> Result<u32, AppError> {
+pub(super) fn parse_limit(limit: Option<String>) -> Result<u32, AppError> {
     match limit.as_deref() {
         None => Ok(DEFAULT_PAGE),
         Some(s) => s
@@ -561,7 +563,7 @@ pub async fn find_app(state: &AppState, app_id: &str) -> Result<AppRecord, AppEr
     state.store.get_app(id).await?.ok_or_else(not_found)
 }
 
-fn non_empty(v: Option<String>) -> Option<String> {
+pub(super) fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
@@ -582,7 +584,10 @@ fn stored_range() -> (DateTime<Utc>, DateTime<Utc>) {
 /// A `since`/`until` bound in UTC, to the microsecond both backends keep. A bound
 /// outside the stored range is clamped to it (every stored time lies inside), so
 /// `until=+10000-01-01` means "no end" on both backends alike.
-fn parse_bound(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, AppError> {
+pub(super) fn parse_bound(
+    name: &str,
+    value: Option<String>,
+) -> Result<Option<DateTime<Utc>>, AppError> {
     let Some(v) = non_empty(value) else {
         return Ok(None);
     };
@@ -602,14 +607,14 @@ fn parse_bound(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>
 
 /// Opaque to clients: `<unix micros>.<row id as 32 hex digits>`, checked this
 /// strictly so that what decodes is a time both backends store.
-fn encode_cursor(c: &UserCursor) -> String {
+pub(super) fn encode_cursor(c: &UserCursor) -> String {
     format!("{}.{}", c.attributed_at.timestamp_micros(), c.id.simple())
 }
 
 /// Longest micros field of a cursor: up to ±10^16 µs, years 1653 to 2286.
 const CURSOR_MICROS_DIGITS: usize = 16;
 
-fn decode_cursor(s: &str) -> Option<UserCursor> {
+pub(super) fn decode_cursor(s: &str) -> Option<UserCursor> {
     let (micros, id) = s.split_once('.')?;
     let digits = micros.strip_prefix('-').unwrap_or(micros);
     let well_formed = (1..=CURSOR_MICROS_DIGITS).contains(&digits.len())

@@ -34,6 +34,7 @@ use crate::telemetry;
 
 mod admin;
 mod auth;
+mod deliveries;
 pub mod error;
 mod extract;
 mod health;
@@ -91,6 +92,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(postbacks::router())
         .merge(admin::router())
+        .merge(deliveries::router())
         .merge(status::router())
         .merge(health::router())
         .routes(utoipa_axum::routes!(openapi_json))
@@ -358,6 +360,9 @@ mod tests {
             ("/v1/apps/{app_id}/users", "get"),
             ("/v1/apps/{app_id}/users/lookup", "get"),
             ("/v1/apps/{app_id}/summary", "get"),
+            ("/v1/apps/{app_id}/deliveries", "get"),
+            ("/v1/apps/{app_id}/deliveries/{request_id}", "get"),
+            ("/v1/deliveries/unauthenticated", "get"),
             ("/apps/{app_id}/attribution", "get"),
             ("/apps", "get"),
             ("/", "get"),
