@@ -6,33 +6,48 @@ use crate::store::deliveries::{
     UnauthenticatedDelivery, Verdict,
 };
 
+/// Rows per multi-row insert: 13 parameters each, far below SQLite's limit.
+const ROWS_PER_INSERT: usize = 64;
+
 /// The batch's log rows, in its transaction.
 pub(super) async fn insert(
     conn: &mut SqliteConnection,
     batch: &Batch<'_>,
     outcomes: &[RecordOutcome],
 ) -> Result<(), sqlx::Error> {
-    for (d, a) in resolve(batch.deliveries, batch.events, outcomes) {
-        sqlx::query(
+    // Multi-row statements: a batch's rows cost a few statements, not one each.
+    let rows = resolve(batch.deliveries, batch.events, outcomes);
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values = (0..chunk.len())
+            .map(|r| {
+                let n = r * 13;
+                let cols: Vec<String> = (1..=13).map(|c| format!("${}", n + c)).collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
             "insert into deliveries (app_id, id, received_at, partner, method, status, verdict, \
-                 reason, event_id, request_id, segments, identifiers, payload) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(uuid_text(d.app_id.as_uuid()))
-        .bind(uuid_text(d.id))
-        .bind(time_text(d.received_at))
-        .bind(d.partner.as_str())
-        .bind(d.method)
-        .bind(i64::from(a.status))
-        .bind(a.verdict.as_str())
-        .bind(&a.reason)
-        .bind(a.event_id.map(uuid_text))
-        .bind(&d.request_id)
-        .bind(&d.segments)
-        .bind(&d.identifiers)
-        .bind(&d.payload)
-        .execute(&mut *conn)
-        .await?;
+                 reason, event_id, request_id, segments, identifiers, payload) values {values}"
+        );
+        let mut query = sqlx::query(&sql);
+        for (d, a) in chunk {
+            query = query
+                .bind(uuid_text(d.app_id.as_uuid()))
+                .bind(uuid_text(d.id))
+                .bind(time_text(d.received_at))
+                .bind(d.partner.as_str())
+                .bind(d.method)
+                .bind(i64::from(a.status))
+                .bind(a.verdict.as_str())
+                .bind(a.reason.clone())
+                .bind(a.event_id.map(uuid_text))
+                .bind(d.request_id.clone())
+                .bind(d.segments.clone())
+                .bind(d.identifiers.clone())
+                .bind(d.payload.clone());
+        }
+        query.execute(&mut *conn).await?;
     }
     for u in batch.unauthenticated {
         sqlx::query(

@@ -162,21 +162,25 @@ async fn attribute(
         .pairs()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
-    let mut owner: Option<String> = None;
-    for &(kind, value) in &ids {
-        owner = sqlx::query_scalar(
-            "select attribution_id from user_identities \
-             where app_id = $1 and kind = $2 and value = $3",
-        )
-        .bind(&app)
-        .bind(kind)
-        .bind(value)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if owner.is_some() {
-            break;
+    // One probe for every identifier (each a primary-key lookup), one statement.
+    let probe = ids
+        .iter()
+        .enumerate()
+        .map(|(n, _)| format!("(kind = ${} and value = ${})", 2 * n + 2, 2 * n + 3))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let sql = format!(
+        "select attribution_id from user_identities where app_id = $1 and ({probe}) limit 1"
+    );
+    let owner: Option<String> = if ids.is_empty() {
+        None
+    } else {
+        let mut query = sqlx::query_scalar(&sql).bind(&app);
+        for &(kind, value) in &ids {
+            query = query.bind(kind).bind(value);
         }
-    }
+        query.fetch_optional(&mut *conn).await?
+    };
     let attribution_id = match owner {
         Some(known) => known,
         None => {
@@ -208,17 +212,19 @@ async fn attribute(
             id
         }
     };
-    for (kind, value) in ids {
-        sqlx::query(
-            "insert or ignore into user_identities (app_id, kind, value, attribution_id) \
-             values ($1, $2, $3, $4)",
-        )
-        .bind(&app)
-        .bind(kind)
-        .bind(value)
-        .bind(&attribution_id)
-        .execute(&mut *conn)
-        .await?;
+    let rows = (0..ids.len())
+        .map(|n| format!("($1, ${}, ${}, $2)", 2 * n + 3, 2 * n + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "insert or ignore into user_identities (app_id, kind, value, attribution_id) values {rows}"
+    );
+    if !ids.is_empty() {
+        let mut query = sqlx::query(&sql).bind(&app).bind(&attribution_id);
+        for (kind, value) in ids {
+            query = query.bind(kind).bind(value);
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
