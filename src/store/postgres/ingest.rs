@@ -5,12 +5,13 @@ use super::*;
 /// The body of `record_batch`, inside its transaction: a fixed handful of
 /// set-based statements whatever the batch's size, and no lock wider than the rows
 /// a batch writes, so batches of one busy app (from any process) run side by side.
-async fn record_in(
-    conn: &mut PgConnection,
-    events: &[NewEvent],
-    counters: &[CounterDelta],
-    requests: &[QuotaUsage],
-) -> Result<RecordedBatch, sqlx::Error> {
+async fn record_in(conn: &mut PgConnection, batch: &Batch<'_>) -> Result<RecordedBatch, sqlx::Error> {
+    let Batch {
+        events,
+        counters,
+        quota: requests,
+        ..
+    } = *batch;
     // Every batch locks rows in the same order of tables (events, quota, user
     // identities, attributions, counters) and, within one statement, in key order,
     // so that concurrent batches wait on each other but never deadlock.
@@ -40,12 +41,17 @@ async fn record_in(
         .await?;
     }
 
-    // 3. First touch, attributions and counters in one statement.
+    // 3. The delivery log, now that every answer is known (before step 4, whose
+    //    counter rows are the ones concurrent batches of an app share: they stay
+    //    locked only from there to the commit).
+    super::deliveries::insert(conn, batch, &outcomes).await?;
+
+    // 4. First touch, attributions and counters in one statement.
     let installs_recorded = recorded_installs(events, &outcomes);
     let candidates = first_touches(events, &installs_recorded);
     let tallies = tally_batch(events, &outcomes, counters);
     let lost = attribute_and_count(conn, events, &candidates, &tallies).await?;
-    // 4. Rare: a known user's install with an identifier not seen before claimed
+    // 5. Rare: a known user's install with an identifier not seen before claimed
     //    that identifier; it belongs to the user's existing attribution.
     if !lost.is_empty() {
         repoint_identities(conn, events, &lost).await?;
@@ -498,23 +504,13 @@ impl IngestStore for PgStore {
         if batch.is_empty() {
             return Ok(RecordedBatch::default());
         }
-        let Batch {
-            events,
-            counters,
-            quota,
-            ..
-        } = batch;
+
         // Batches lock rows in one order and should never deadlock; should one
         // still be chosen as a deadlock victim, it is run again rather than failed.
         let mut attempt = 0;
         loop {
             let mut tx = self.writes.begin().await.map_err(store_error)?;
-            let recorded = async {
-                let recorded = record_in(&mut tx, events, counters, quota).await?;
-                super::deliveries::insert(&mut tx, &batch, &recorded.outcomes).await?;
-                Ok::<_, sqlx::Error>(recorded)
-            };
-            match recorded.await {
+            match record_in(&mut tx, &batch).await {
                 Ok(recorded) => {
                     tx.commit().await.map_err(store_error)?;
                     return Ok(recorded);
