@@ -18,5 +18,6 @@ mod page;
 mod partners;
 mod postbacks;
 mod quota;
+mod schema;
 mod secrets;
 mod shutdown;

@@ -476,12 +476,13 @@ async fn repoint_identities(
              select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) \
              as t(lost, app_id, kind, value)), \
          owner as ( \
-             select distinct on (m.lost) m.lost, u.attribution_id as owner from mine m \
+             select distinct on (m.lost) m.lost, m.app_id, u.attribution_id as owner \
+             from mine m \
              join user_identities u on u.app_id = m.app_id and u.kind = m.kind \
                  and u.value = m.value and u.attribution_id <> m.lost \
              order by m.lost) \
          update user_identities u set attribution_id = o.owner \
-         from owner o where u.attribution_id = o.lost",
+         from owner o where u.app_id = o.app_id and u.attribution_id = o.lost",
     )
     .bind(&ids.0)
     .bind(&ids.1)
