@@ -1,20 +1,22 @@
-//! Failover drill: the real gateway on a primary with a synchronous streaming standby,
-//! both throwaway PostgreSQL clusters of this test (`pg_createcluster` on free ports,
-//! removed afterwards, also after a failure; the machine's main cluster is never
-//! touched). Under load the primary is stopped (`-m immediate`, as a crash) and the
-//! standby promoted.
+//! Failover drills: the real gateway on a primary with a synchronous streaming
+//! standby, both throwaway PostgreSQL clusters of this test (`pg_createcluster` on
+//! free ports, removed afterwards, also after a failure; the machine's main cluster
+//! is never touched). Under load the primary is stopped (`-m immediate`) and the
+//! standby promoted, in two ways ([`Failure`]): a crash whose connections close, and
+//! a host that vanishes silently while its address moves to the promoted standby.
 //!
 //! sqlx 0.8.6 takes one host per URL: a multi-host `DATABASE_URL`
 //! (`host1:5432,host2:5432`) is refused as an invalid port, and
-//! `target_session_attrs` is ignored with a warning. The drill therefore takes the
-//! other path of the issue, "a standby promoted at the same address": once promoted,
-//! the standby is restarted on the old primary's port, standing in for the virtual
-//! IP, DNS name or proxy (PgBouncer, HAProxy) that follows the primary in production.
+//! `target_session_attrs` is ignored with a warning. The drills therefore take the
+//! other path of the issue, "a standby promoted at the same address": the promoted
+//! standby is restarted on the old primary's port (crash), or a TCP proxy standing in
+//! for a virtual IP or DNS name is pointed at it (silent).
 //!
 //! Asserted: every answer is a 200 or a 503 with `Retry-After` (no other 5xx, no
 //! reset, no hang); every acknowledged postback is on the promoted standby exactly
 //! once, under the event id it was answered with; a postback sent after the promotion
-//! gets a 200 within 5 s of it, without restarting the gateway.
+//! gets a 200 within 5 s of it, without restarting the gateway; the gateway then
+//! exits cleanly on SIGTERM.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -34,8 +36,31 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(4000);
 /// How soon after the promotion a postback must be accepted again.
 const RECOVERY: Duration = Duration::from_secs(5);
 
+/// How the primary goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// `pg_ctlcluster stop -m immediate`: the server dies, its connections are
+    /// closed (the gateway reads an error at once). The promoted standby is then
+    /// restarted on the primary's port.
+    Crash,
+    /// The host vanishes: the gateway's connections go silent (no answer, no reset)
+    /// and new ones hang, as when a machine loses power or the network, until the
+    /// address (a TCP proxy here, a virtual IP or DNS name in production) points at
+    /// the promoted standby.
+    Silent,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_postbacks_survive_failover_to_a_synchronous_standby() {
+    drill(Failure::Crash).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_that_vanishes_silently_is_survived_the_same_way() {
+    drill(Failure::Silent).await;
+}
+
+async fn drill(failure: Failure) {
     let tools = match PgTools::find() {
         Ok(tools) => tools,
         Err(why) => {
@@ -46,104 +71,16 @@ async fn acknowledged_postbacks_survive_failover_to_a_synchronous_standby() {
             return;
         }
     };
-    let (primary_port, standby_port) = free_ports();
-    let run_id = format!(
-        "pbg_failover_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            % 1_000_000
-    );
+    let (primary, standby) = synchronous_pair(&tools).await;
+    // What the gateway is given: the primary's own address, or one that follows it.
+    let address = match failure {
+        Failure::Crash => None,
+        Failure::Silent => Some(Address::start(primary.port).await),
+    };
+    let port = address.as_ref().map_or(primary.port, |a| a.port);
+    let database_url = format!("postgres://postgres@127.0.0.1:{port}/pbg");
 
-    // The primary: replication on, and every commit waits for the standby's flush
-    // (synchronous_standby_names is set once the standby streams, below).
-    let primary = Cluster::create(
-        &tools,
-        &format!("{run_id}_p"),
-        primary_port,
-        &[
-            "wal_level = replica",
-            "max_wal_senders = 4",
-            "synchronous_commit = on",
-        ],
-    )
-    .await;
-    primary.start().await;
-    let mut admin = pg_connect(&primary.url("postgres"))
-        .await
-        .expect("connect to the drill's primary");
-    sqlx::query("create database pbg")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-
-    // The standby: a base backup of the primary, streaming from it.
-    let standby = Cluster::create(
-        &tools,
-        &format!("{run_id}_s"),
-        standby_port,
-        &["hot_standby = on", "max_wal_senders = 4"],
-    )
-    .await;
-    standby.base_backup_of(&primary).await;
-    standby.start().await;
-    wait_until(
-        Duration::from_secs(20),
-        "the standby streams from the primary",
-        || {
-            let url = primary.url("postgres");
-            async move {
-                let Ok(mut conn) = pg_connect(&url).await else {
-                    return false;
-                };
-                sqlx::query_scalar::<_, i64>(
-                    "select count(*) from pg_stat_replication where state = 'streaming'",
-                )
-                .fetch_one(&mut conn)
-                .await
-                .is_ok_and(|n| n == 1)
-            }
-        },
-    )
-    .await;
-    // Only the primary waits for a standby: set after the base backup, so the
-    // promoted standby (which has none) does not wait for one.
-    sqlx::query("alter system set synchronous_standby_names = '*'")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query("select pg_reload_conf()")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "the standby is synchronous",
-        || {
-            let url = primary.url("postgres");
-            async move {
-                let Ok(mut conn) = pg_connect(&url).await else {
-                    return false;
-                };
-                sqlx::query_scalar::<_, String>("select sync_state from pg_stat_replication")
-                    .fetch_one(&mut conn)
-                    .await
-                    .is_ok_and(|s| s == "sync")
-            }
-        },
-    )
-    .await;
-    let synchronous_commit: String = sqlx::query_scalar("show synchronous_commit")
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(synchronous_commit, "on");
-    drop(admin);
-
-    // The gateway, with the primary's address.
-    let database_url = primary.url("pbg");
+    // The gateway.
     let (_, key) = {
         let url = database_url.clone();
         tokio::task::spawn_blocking(move || create_app_cli(&url, "failover", "enterprise"))
@@ -174,8 +111,12 @@ async fn acknowledged_postbacks_survive_failover_to_a_synchronous_standby() {
     )
     .await;
 
-    // The primary fails: no shutdown checkpoint, every connection cut.
+    // The primary fails: no shutdown checkpoint; its connections are cut, or go
+    // silent with its address.
     let stopped_at = Instant::now();
+    if let Some(address) = &address {
+        address.route(Route::Nowhere);
+    }
     primary.stop_immediate().await;
     let first_503 = load
         .wait_for(
@@ -195,7 +136,10 @@ async fn acknowledged_postbacks_survive_failover_to_a_synchronous_standby() {
         .unwrap();
     assert!(!in_recovery, "the standby is promoted");
     let moving_at = Instant::now();
-    standby.move_to(primary_port).await;
+    match &address {
+        Some(address) => address.route(Route::To(standby.port)),
+        None => standby.move_to(primary.port).await,
+    }
     let moved = moving_at.elapsed();
 
     let first_200 = load
@@ -228,7 +172,7 @@ async fn acknowledged_postbacks_survive_failover_to_a_synchronous_standby() {
     assert_eq!(
         PathBuf::from(&data_directory),
         standby.data_dir(),
-        "the primary's address serves the promoted standby"
+        "the gateway's address serves the promoted standby"
     );
     assert!(!in_recovery);
     let events: Vec<(String, String)> =
@@ -275,9 +219,9 @@ async fn acknowledged_postbacks_survive_failover_to_a_synchronous_standby() {
     let slowest = results.iter().map(|r| r.elapsed).max().unwrap_or_default();
     let recovered = first_200.saturating_duration_since(promoted_at);
     println!(
-        "failover drill: requests={} statuses={statuses:?} acknowledged={} \
+        "failover drill ({failure:?}): requests={} statuses={statuses:?} acknowledged={} \
          (before the primary stopped: {before_failure}) slowest={slowest:?}\n  \
-         first 503 {:?} after the stop; standby restarted on the primary's port in {moved:?}; \
+         first 503 {:?} after the stop; the address moved to the standby in {moved:?}; \
          first 200 {recovered:?} after the promotion",
         results.len(),
         acknowledged.len(),
@@ -340,6 +284,106 @@ async fn acknowledged_postbacks_survive_failover_to_a_synchronous_standby() {
         .unwrap();
     assert!(status.success(), "exit 0 after the failover:\n{logs}");
     assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// A primary with database `pbg` and a streaming standby it commits synchronously to.
+async fn synchronous_pair(tools: &PgTools) -> (Cluster, Cluster) {
+    let (primary_port, standby_port) = free_ports();
+    let run_id = format!(
+        "pbg_failover_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000
+    );
+
+    // The primary: replication on, and every commit waits for the standby's flush
+    // (synchronous_standby_names is set once the standby streams, below).
+    let primary = Cluster::create(
+        tools,
+        &format!("{run_id}_p"),
+        primary_port,
+        &[
+            "wal_level = replica",
+            "max_wal_senders = 4",
+            "synchronous_commit = on",
+        ],
+    )
+    .await;
+    primary.start().await;
+    let mut admin = pg_connect(&primary.url("postgres"))
+        .await
+        .expect("connect to the drill's primary");
+    sqlx::query("create database pbg")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    // The standby: a base backup of the primary, streaming from it.
+    let standby = Cluster::create(
+        tools,
+        &format!("{run_id}_s"),
+        standby_port,
+        &["hot_standby = on", "max_wal_senders = 4"],
+    )
+    .await;
+    standby.base_backup_of(&primary).await;
+    standby.start().await;
+    wait_until(
+        Duration::from_secs(20),
+        "the standby streams from the primary",
+        || {
+            let url = primary.url("postgres");
+            async move {
+                let Ok(mut conn) = pg_connect(&url).await else {
+                    return false;
+                };
+                sqlx::query_scalar::<_, i64>(
+                    "select count(*) from pg_stat_replication where state = 'streaming'",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .is_ok_and(|n| n == 1)
+            }
+        },
+    )
+    .await;
+    // Only the primary waits for a standby: set after the base backup, so the
+    // promoted standby (which has none) does not wait for one.
+    sqlx::query("alter system set synchronous_standby_names = '*'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("select pg_reload_conf()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the standby is synchronous",
+        || {
+            let url = primary.url("postgres");
+            async move {
+                let Ok(mut conn) = pg_connect(&url).await else {
+                    return false;
+                };
+                sqlx::query_scalar::<_, String>("select sync_state from pg_stat_replication")
+                    .fetch_one(&mut conn)
+                    .await
+                    .is_ok_and(|s| s == "sync")
+            }
+        },
+    )
+    .await;
+    let synchronous_commit: String = sqlx::query_scalar("show synchronous_commit")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(synchronous_commit, "on");
+    drop(admin);
+    (primary, standby)
 }
 
 /// Two ports nothing listens on at the moment (the kernel's choice).
@@ -594,6 +638,82 @@ impl Drop for Cluster {
             }
         }
         let _ = std::fs::remove_file(self.log_file());
+    }
+}
+
+/// Where the [`Address`] sends new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    To(u16),
+    /// Accepted and never answered: a host that is gone.
+    Nowhere,
+    /// The test is over: every connection closes.
+    Closed,
+}
+
+/// The database address the gateway is given, when it is not the primary's own: a
+/// TCP proxy that stands in for a virtual IP or a DNS name. On a change of route,
+/// the connections it carried go silent (kept open, never answered, never reset), as
+/// connections to a machine that vanished do; new ones go where the route says.
+struct Address {
+    port: u16,
+    route: Arc<tokio::sync::watch::Sender<Route>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Address {
+    async fn start(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let own_port = listener.local_addr().unwrap().port();
+        let (route, _) = tokio::sync::watch::channel(Route::To(port));
+        let route = Arc::new(route);
+        let accept = tokio::spawn({
+            let route = route.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let mut changes = route.subscribe();
+                    let now = *changes.borrow_and_update();
+                    tokio::spawn(async move {
+                        if let Route::To(port) = now {
+                            let Ok(mut server) =
+                                tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                            else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+                                    return;
+                                }
+                                _ = changes.changed() => {}
+                            }
+                        }
+                        // Silent until the test ends; `client` stays open unanswered.
+                        while *changes.borrow_and_update() != Route::Closed {
+                            if changes.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                        drop(client);
+                    });
+                }
+            }
+        });
+        Self {
+            port: own_port,
+            route,
+            accept,
+        }
+    }
+
+    fn route(&self, to: Route) {
+        self.route.send_replace(to);
+    }
+}
+
+impl Drop for Address {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.route.send_replace(Route::Closed);
     }
 }
 

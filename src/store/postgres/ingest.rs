@@ -508,17 +508,39 @@ impl IngestStore for PgStore {
         // still be chosen as a deadlock victim, it is run again rather than failed.
         let mut attempt = 0;
         loop {
-            let mut tx = self.writes.begin().await.map_err(store_error)?;
-            match record_in(&mut tx, events, counters, quota).await {
-                Ok(recorded) => {
-                    tx.commit().await.map_err(store_error)?;
-                    return Ok(recorded);
-                }
-                Err(e) if attempt < 2 && is_deadlock(&e) => {
+            let mut conn = self.writes.acquire().await.map_err(store_error)?;
+            let transaction = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let recorded = record_in(&mut tx, events, counters, quota).await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(recorded)
+            };
+            match tokio::time::timeout(self.transaction_timeout, transaction).await {
+                Ok(Ok(recorded)) => return Ok(recorded),
+                Ok(Err(e)) if attempt < 2 && is_deadlock(&e) => {
                     attempt += 1;
                     tracing::warn!("batch chosen as a deadlock victim; running it again");
                 }
-                Err(e) => return Err(store_error(e)),
+                Ok(Err(e)) => return Err(store_error(e)),
+                Err(_) => {
+                    // The server stopped answering without closing the connection.
+                    // Drop the connection rather than return it to the pool (where
+                    // its release check would hang in turn); the next batch opens a
+                    // new one, to wherever the address now leads. Like a connection
+                    // lost during COMMIT, the batch may or may not have committed:
+                    // its postbacks get 503, and a partner's retry is then answered
+                    // as a duplicate of the first.
+                    drop(conn.detach());
+                    return Err(StoreError::Unavailable(sqlx::Error::Io(
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "no answer to the batch transaction within {:?}",
+                                self.transaction_timeout
+                            ),
+                        ),
+                    )));
+                }
             }
         }
     }
