@@ -353,6 +353,8 @@ impl Config {
         PoolConfig {
             max_connections: self.database.max_connections,
             acquire_timeout: Duration::from_millis(self.database.acquire_timeout_ms),
+            // Past the request deadline nobody waits for the batch's answer.
+            transaction_timeout: Duration::from_millis(self.http.request_timeout_ms),
         }
     }
 

@@ -577,6 +577,12 @@ pub struct PoolConfig {
     pub max_connections: u32,
     /// How long a query waits for a connection before the store reports `Unavailable`.
     pub acquire_timeout: std::time::Duration,
+    /// PostgreSQL: how long one batch transaction may run before it is abandoned
+    /// (`Unavailable`) and its connection closed. A server that stops answering
+    /// without closing the connection (its host gone, or an old primary cut off from
+    /// its synchronous standby) would otherwise hold the writer until the kernel
+    /// gives the connection up, many minutes later.
+    pub transaction_timeout: std::time::Duration,
 }
 
 impl Default for PoolConfig {
@@ -584,6 +590,7 @@ impl Default for PoolConfig {
         Self {
             max_connections: 8,
             acquire_timeout: std::time::Duration::from_secs(3),
+            transaction_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

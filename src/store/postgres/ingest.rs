@@ -5,7 +5,10 @@ use super::*;
 /// The body of `record_batch`, inside its transaction: a fixed handful of
 /// set-based statements whatever the batch's size, and no lock wider than the rows
 /// a batch writes, so batches of one busy app (from any process) run side by side.
-async fn record_in(conn: &mut PgConnection, batch: &Batch<'_>) -> Result<RecordedBatch, sqlx::Error> {
+async fn record_in(
+    conn: &mut PgConnection,
+    batch: &Batch<'_>,
+) -> Result<RecordedBatch, sqlx::Error> {
     let Batch {
         events,
         counters,
@@ -482,12 +485,13 @@ async fn repoint_identities(
              select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) \
              as t(lost, app_id, kind, value)), \
          owner as ( \
-             select distinct on (m.lost) m.lost, u.attribution_id as owner from mine m \
+             select distinct on (m.lost) m.lost, m.app_id, u.attribution_id as owner \
+             from mine m \
              join user_identities u on u.app_id = m.app_id and u.kind = m.kind \
                  and u.value = m.value and u.attribution_id <> m.lost \
              order by m.lost) \
          update user_identities u set attribution_id = o.owner \
-         from owner o where u.attribution_id = o.lost",
+         from owner o where u.app_id = o.app_id and u.attribution_id = o.lost",
     )
     .bind(&ids.0)
     .bind(&ids.1)
@@ -509,17 +513,39 @@ impl IngestStore for PgStore {
         // still be chosen as a deadlock victim, it is run again rather than failed.
         let mut attempt = 0;
         loop {
-            let mut tx = self.writes.begin().await.map_err(store_error)?;
-            match record_in(&mut tx, &batch).await {
-                Ok(recorded) => {
-                    tx.commit().await.map_err(store_error)?;
-                    return Ok(recorded);
-                }
-                Err(e) if attempt < 2 && is_deadlock(&e) => {
+            let mut conn = self.writes.acquire().await.map_err(store_error)?;
+            let transaction = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let recorded = record_in(&mut tx, &batch).await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(recorded)
+            };
+            match tokio::time::timeout(self.transaction_timeout, transaction).await {
+                Ok(Ok(recorded)) => return Ok(recorded),
+                Ok(Err(e)) if attempt < 2 && is_deadlock(&e) => {
                     attempt += 1;
                     tracing::warn!("batch chosen as a deadlock victim; running it again");
                 }
-                Err(e) => return Err(store_error(e)),
+                Ok(Err(e)) => return Err(store_error(e)),
+                Err(_) => {
+                    // The server stopped answering without closing the connection.
+                    // Drop the connection rather than return it to the pool (where
+                    // its release check would hang in turn); the next batch opens a
+                    // new one, to wherever the address now leads. Like a connection
+                    // lost during COMMIT, the batch may or may not have committed:
+                    // its postbacks get 503, and a partner's retry is then answered
+                    // as a duplicate of the first.
+                    drop(conn.detach());
+                    return Err(StoreError::Unavailable(sqlx::Error::Io(
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "no answer to the batch transaction within {:?}",
+                                self.transaction_timeout
+                            ),
+                        ),
+                    )));
+                }
             }
         }
     }

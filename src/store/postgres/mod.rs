@@ -31,6 +31,9 @@ pub use reads::{bind_list_users, bind_summary, list_users_sql, summary_sql};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How long closing the store waits for connections still in use.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct PgStore {
     /// Reads and app management: planned per execution (see `connect`).
     pool: PgPool,
@@ -38,6 +41,8 @@ pub struct PgStore {
     /// statistics (inserts from `unnest`, conflict arbiters, lateral key probes), so
     /// each is prepared and planned once per connection.
     writes: PgPool,
+    /// The longest a batch transaction may take (`PoolConfig::transaction_timeout`).
+    transaction_timeout: std::time::Duration,
 }
 
 impl PgStore {
@@ -72,7 +77,11 @@ impl PgStore {
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(write_options);
-        Ok(Self { pool, writes })
+        Ok(Self {
+            pool,
+            writes,
+            transaction_timeout: config.transaction_timeout,
+        })
     }
 }
 
@@ -147,8 +156,20 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
-        self.pool.close().await;
-        self.writes.close().await;
+        // `Pool::close` waits for every connection to come back. One whose server
+        // vanished without closing it may never do so: sqlx's listener, dropped,
+        // runs `UNLISTEN *` on its connection first, and on a silent one that waits
+        // for good. Exiting closes whatever is left.
+        let closing = async {
+            self.pool.close().await;
+            self.writes.close().await;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+            tracing::warn!(
+                "database connections still busy {CLOSE_TIMEOUT:?} after the pools were \
+                 closed (a server that stopped answering); leaving them to the exit"
+            );
+        }
     }
 }
 
@@ -181,6 +202,7 @@ mod tests {
         let pool = PoolConfig {
             max_connections: 1,
             acquire_timeout: std::time::Duration::from_secs(2),
+            ..PoolConfig::default()
         };
         // Port 1 on loopback: nothing listens there.
         let result = PgStore::connect("postgres://postgres@127.0.0.1:1/postgres", &pool).await;
