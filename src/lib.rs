@@ -17,6 +17,7 @@ pub mod apps;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod dry_run;
 pub mod http;
 pub mod ingest;
 pub mod keys;
@@ -183,9 +184,11 @@ impl App {
         // Leave the commit wait a margin inside the request deadline so a slow
         // database yields our 503, not the timeout layer's.
         let commit_timeout = request_timeout.mul_f64(0.9);
+        let dry_run = dry_run::DryRunner::new(keys.clone(), quota.clone(), store.clone());
         let ingestor = ingest::Ingestor::new(keys, quota, writer, commit_timeout);
         let state = http::AppState {
             ingestor: Arc::new(ingestor),
+            dry_run: Arc::new(dry_run),
             store: store.clone(),
             prometheus: telemetry::prometheus(),
             max_body_bytes: config.http.max_body_bytes,

@@ -34,6 +34,7 @@ use crate::telemetry;
 
 mod admin;
 mod auth;
+mod dry_run;
 pub mod error;
 mod extract;
 mod health;
@@ -48,6 +49,7 @@ use error::AppError;
 #[derive(Clone)]
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
+    pub dry_run: Arc<crate::dry_run::DryRunner>,
     pub store: Arc<dyn Store>,
     pub prometheus: PrometheusHandle,
     pub max_body_bytes: usize,
@@ -90,6 +92,7 @@ impl utoipa::Modify for SecuritySchemes {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(postbacks::router())
+        .merge(dry_run::router())
         .merge(admin::router())
         .merge(status::router())
         .merge(health::router())
@@ -255,7 +258,10 @@ async fn metrics_moved() -> AppError {
 
 /// 405 with the right `Allow`; on the postback route an unknown partner is still 404.
 async fn method_not_allowed(uri: Uri) -> AppError {
-    match uri.path().strip_prefix("/v1/postbacks/") {
+    let postback = uri.path().strip_prefix("/v1/postbacks/");
+    // The dry run takes the same methods as the postback it tries.
+    let postback = postback.map(|p| p.strip_suffix("/test").unwrap_or(p));
+    match postback {
         Some(segment) => match segment.parse::<PartnerId>() {
             Ok(partner) => AppError::MethodNotAllowed {
                 allow: partner.allowed_methods(),
@@ -353,6 +359,15 @@ mod tests {
             ("/v1/postbacks/singular", "get"),
             ("/v1/postbacks/singular", "post"),
             ("/v1/postbacks/branch", "post"),
+            ("/v1/postbacks/kochava/test", "post"),
+            ("/v1/postbacks/tune/test", "get"),
+            ("/v1/postbacks/tune/test", "post"),
+            ("/v1/postbacks/appsflyer/test", "get"),
+            ("/v1/postbacks/appsflyer/test", "post"),
+            ("/v1/postbacks/adjust/test", "get"),
+            ("/v1/postbacks/singular/test", "get"),
+            ("/v1/postbacks/singular/test", "post"),
+            ("/v1/postbacks/branch/test", "post"),
             ("/v1/apps", "get"),
             ("/v1/apps/{app_id}/partners", "get"),
             ("/v1/apps/{app_id}/users", "get"),
@@ -412,8 +427,18 @@ mod tests {
         );
         let identifier = param("/v1/apps/{app_id}/users/lookup", "identifier");
         assert_eq!(identifier["oneOf"].as_array().unwrap().len(), 6);
-        for partner in PartnerId::ALL {
-            let item = &doc["paths"][format!("/v1/postbacks/{partner}")];
+        let dry_runs = PartnerId::ALL.map(|p| format!("/v1/postbacks/{p}/test"));
+        for path in PartnerId::ALL
+            .map(|p| format!("/v1/postbacks/{p}"))
+            .iter()
+            .chain(&dry_runs)
+        {
+            let partner: PartnerId = path
+                .trim_start_matches("/v1/postbacks/")
+                .trim_end_matches("/test")
+                .parse()
+                .unwrap();
+            let item = &doc["paths"][path];
             for (method, name) in [
                 (crate::partners::Method::Get, "get"),
                 (crate::partners::Method::Post, "post"),
@@ -429,6 +454,24 @@ mod tests {
                 "HEAD {partner}"
             );
         }
+        let answer = &doc["paths"]["/v1/postbacks/tune/test"]["get"]["responses"]["200"];
+        assert_eq!(
+            answer["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/DryRunAnswer"
+        );
+        let dry = &doc["components"]["schemas"]["DryRunAnswer"];
+        assert_eq!(
+            dry["properties"]["verdict"]["$ref"],
+            "#/components/schemas/DryVerdict"
+        );
+        assert_eq!(
+            doc["components"]["schemas"]["DryVerdict"]["enum"],
+            serde_json::json!(["accepted", "duplicate", "organic", "invalid"])
+        );
+        assert!(
+            doc["paths"]["/v1/postbacks/tune/test"]["get"]["responses"]["429"].is_null(),
+            "the dry run never answers 429"
+        );
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
                 let responses = &operation["responses"];

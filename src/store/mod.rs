@@ -15,7 +15,7 @@ pub mod sqlite;
 
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use super::{AppStore, IngestStore, MaintenanceStore, ReadStore, Store};
+    pub use super::{AppStore, DryRunStore, IngestStore, MaintenanceStore, ReadStore, Store};
 }
 
 #[cfg(test)]
@@ -257,6 +257,20 @@ pub trait ReadStore: Send + Sync + 'static {
     ) -> Result<Vec<DailySourceCount>, StoreError>;
 }
 
+/// The dry run's one question to the database (`store/<backend>/dry_run.rs`): read
+/// only, it never writes.
+#[async_trait]
+pub trait DryRunStore: Send + Sync + 'static {
+    /// The event a delivery with this dedupe key was stored as, while its dedupe key
+    /// is kept: the `first_event_id` the real endpoint would answer `duplicate` with.
+    async fn find_duplicate(
+        &self,
+        app: AppId,
+        partner: PartnerId,
+        dedupe_key: &str,
+    ) -> Result<Option<Uuid>, StoreError>;
+}
+
 /// How long stored deliveries are kept (`[retention]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -307,7 +321,7 @@ pub(crate) fn first_kept_month(now: DateTime<Utc>, events_days: u32) -> chrono::
 /// `Arc<dyn Store>`; bring the concern traits into scope with `use crate::store::prelude::*`.
 #[async_trait]
 pub trait Store:
-    AppStore + IngestStore + ReadStore + MaintenanceStore + Send + Sync + 'static
+    AppStore + IngestStore + ReadStore + MaintenanceStore + DryRunStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod connections;
 mod crash;
+mod dry_run;
 mod fleet;
 mod health;
 mod hostile;

@@ -21,6 +21,7 @@ use crate::domain::PartnerId;
 use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Segments, Tier};
 
 mod apps;
+mod dry_run;
 mod ingest;
 mod maintenance;
 mod reads;
