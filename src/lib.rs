@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub mod apps;
+pub mod check_url;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -53,6 +54,9 @@ pub enum StartError {
     Apps(#[from] apps::AppsError),
     #[error("server")]
     Serve(#[from] std::io::Error),
+    /// `check-url` found problems; they are printed already.
+    #[error("the URL has problems (listed above)")]
+    UrlCheckFailed,
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,

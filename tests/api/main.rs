@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod check_url;
 mod cli;
 mod connections;
 mod crash;
