@@ -169,16 +169,14 @@ pub fn looks_like_dimension(key: &str) -> Option<&'static str> {
         Some("adgroup")
     } else if has("creative") || has("adname") || has("ad") {
         Some("ad")
-    } else if [
-        "network",
-        "publisher",
-        "channel",
-        "source",
-        "media",
-        "partner",
-    ]
-    .iter()
-    .any(|w| has(w))
+    } else if ["network", "publisher", "channel", "media", "partner"]
+        .iter()
+        .any(|w| has(w))
+        // `source` alone is too common (`event_source`): only as the whole name or
+        // after `traffic`, `install` or `sub`.
+        || words.last().is_some_and(|w| w == "source")
+            && (words.len() == 1
+                || ["traffic", "install", "sub"].contains(&words[words.len() - 2].as_str()))
     {
         Some("source")
     } else {
@@ -239,8 +237,12 @@ fn ignored_fields(
         let Some(dimension) = looks_like_dimension(name) else {
             continue;
         };
-        let id_like = words(name).last().is_some_and(|w| w == "id");
-        if id_like && dimension_value(segments, dimension).is_some() {
+        let last = words(name).pop().unwrap_or_default();
+        // Attributes of a dimension rather than its value (`af_ad_type`, `~campaign_url`).
+        if ["type", "url", "link", "time", "timestamp", "date", "count"].contains(&last.as_str()) {
+            continue;
+        }
+        if last == "id" && dimension_value(segments, dimension).is_some() {
             continue;
         }
         out.push(Warning::new(
@@ -491,7 +493,27 @@ mod tests {
         assert_eq!(looks_like_dimension("sub_publisher"), Some("source"));
         assert_eq!(looks_like_dimension("adid"), None, "Kochava's Google ad id");
         assert_eq!(looks_like_dimension("device_model"), None);
+        assert_eq!(looks_like_dimension("event_source"), None);
+        assert_eq!(looks_like_dimension("traffic_source"), Some("source"));
         assert_eq!(looks_like_dimension("retry_attempts"), None);
+    }
+
+    #[test]
+    fn a_real_appsflyer_push_names_only_the_fields_worth_a_look() {
+        let ws = warnings_of(
+            PartnerId::Appsflyer,
+            Method::Post,
+            "",
+            include_str!("../../tests/fixtures/appsflyer/install_android.json"),
+        );
+        let ignored: Vec<&str> = ws
+            .iter()
+            .filter(|w| w.code == WarningCode::IgnoredField)
+            .filter_map(|w| w.key.as_deref())
+            .collect();
+        // The ids and the ad type of mapped dimensions are left out; the channel is
+        // a second source the mapping does not read.
+        assert_eq!(ignored, ["channel"], "{ws:#?}");
     }
 
     #[test]
