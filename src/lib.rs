@@ -25,6 +25,7 @@ pub mod keys;
 pub mod partners;
 pub mod quota;
 pub mod retention;
+pub mod stale;
 pub mod store;
 pub mod telemetry;
 pub mod writer;
@@ -193,6 +194,10 @@ impl App {
         let state = http::AppState {
             ingestor: Arc::new(ingestor),
             dry_run: Arc::new(dry_run),
+            health: Arc::new(stale::HealthView::new(
+                config.stale.rule(),
+                Duration::from_secs(config.stale.gap_cache_seconds),
+            )),
             store: store.clone(),
             prometheus: telemetry::prometheus(),
             max_body_bytes: config.http.max_body_bytes,

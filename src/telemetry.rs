@@ -95,6 +95,35 @@ mod names {
     pub const CONNECTIONS: &str = "postback_gateway_http_connections";
     pub const CONNECTIONS_SHED: &str = "postback_gateway_http_connections_shed_total";
     pub const KEY_RELOADS: &str = "postback_gateway_key_reloads_total";
+    pub const READY: &str = "postback_gateway_ready";
+    pub const PARTNER_LAST_SUCCESS: &str =
+        "postback_gateway_partner_last_success_timestamp_seconds";
+    pub const PARTNER_STALE: &str = "postback_gateway_partner_stale";
+    pub const PARTNER_STALE_AFTER: &str = "postback_gateway_partner_stale_after_seconds";
+}
+
+/// Whether the database answered the last readiness check (`/readyz`, or the check
+/// every scrape of `/metrics` makes): 1 ready, 0 not.
+pub fn ready(ready: bool) {
+    metrics::gauge!(names::READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// One connected (or once heard-from) partner of one app, as stale detection reads
+/// it at a scrape: the newest accepted postback (unix seconds), whether it is stale,
+/// and how long it may stay quiet.
+pub fn partner_health(
+    app_id: String,
+    partner: &'static str,
+    last_accepted: Option<f64>,
+    stale: bool,
+    stale_after_seconds: f64,
+) {
+    let labels = [("app_id", app_id), ("partner", partner.to_owned())];
+    if let Some(at) = last_accepted {
+        metrics::gauge!(names::PARTNER_LAST_SUCCESS, &labels).set(at);
+    }
+    metrics::gauge!(names::PARTNER_STALE, &labels).set(if stale { 1.0 } else { 0.0 });
+    metrics::gauge!(names::PARTNER_STALE_AFTER, &labels).set(stale_after_seconds);
 }
 
 /// One postback answered, by partner and verdict (`accepted`, `duplicate`, `organic`,

@@ -50,6 +50,8 @@ use error::AppError;
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
     pub dry_run: Arc<crate::dry_run::DryRunner>,
+    /// Stale detection, for the partners API, the page and `/metrics`.
+    pub health: Arc<crate::stale::HealthView>,
     pub store: Arc<dyn Store>,
     pub prometheus: PrometheusHandle,
     pub max_body_bytes: usize,
@@ -374,6 +376,7 @@ mod tests {
             ("/v1/apps/{app_id}/users/lookup", "get"),
             ("/v1/apps/{app_id}/summary", "get"),
             ("/apps/{app_id}/attribution", "get"),
+            ("/apps/{app_id}/attribution/test", "post"),
             ("/apps", "get"),
             ("/", "get"),
             ("/healthz", "get"),

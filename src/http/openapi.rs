@@ -149,6 +149,24 @@ fn add_error_answers(path: &str, operation: &mut Value) {
             if names_an_app && tag == "admin" {
                 answers.push((404, error("not_found: no such app (or user, for a lookup)")));
             }
+            if tag == "page" && path.ends_with("/attribution/test") {
+                answers.push((
+                    403,
+                    error(
+                        "forbidden: no ADMIN_TOKEN is configured, or the form token is missing \
+                         or wrong (or another site sent the form)",
+                    ),
+                ));
+                answers.push((400, error("bad_request: the partner is missing or unknown")));
+                answers.push((
+                    408,
+                    error("request_timeout: the form did not arrive in time"),
+                ));
+                answers.push((
+                    413,
+                    error("payload_too_large: the form is over the body limit"),
+                ));
+            }
             if names_an_app && tag == "page" {
                 answers.push((
                     404,

@@ -22,3 +22,4 @@ mod postbacks;
 mod quota;
 mod secrets;
 mod shutdown;
+mod stale;
