@@ -148,6 +148,12 @@ impl App {
         let keys_never_shown = apps::keys_never_shown(store.as_ref()).await?;
         let created_default_app = apps::create_default_app(store.as_ref()).await?;
 
+        // The recorder first: what happens from here on (the first key reload) is
+        // counted. Every counter the alert rules and the dashboard read exists from
+        // the start.
+        let prometheus = telemetry::prometheus();
+        telemetry::register();
+        telemetry::ready(true);
         let background = CancellationToken::new();
         if config.retention.prune_every_hours > 0 {
             tokio::spawn(retention::prune_loop(
@@ -190,16 +196,18 @@ impl App {
         // database yields our 503, not the timeout layer's.
         let commit_timeout = request_timeout.mul_f64(0.9);
         let dry_run = dry_run::DryRunner::new(keys.clone(), quota.clone(), store.clone());
+        let writer_queue = writer.clone();
         let ingestor = ingest::Ingestor::new(keys, quota, writer, commit_timeout);
         let state = http::AppState {
             ingestor: Arc::new(ingestor),
             dry_run: Arc::new(dry_run),
+            writer_queue,
             health: Arc::new(stale::HealthView::new(
                 config.stale.rule(),
                 Duration::from_secs(config.stale.gap_cache_seconds),
             )),
             store: store.clone(),
-            prometheus: telemetry::prometheus(),
+            prometheus,
             max_body_bytes: config.http.max_body_bytes,
             admin_token: config.admin_token.clone(),
             base_url: config.public_base_url(address),

@@ -96,10 +96,30 @@ mod names {
     pub const CONNECTIONS_SHED: &str = "postback_gateway_http_connections_shed_total";
     pub const KEY_RELOADS: &str = "postback_gateway_key_reloads_total";
     pub const READY: &str = "postback_gateway_ready";
+    pub const QUEUE_DEPTH: &str = "postback_gateway_writer_queue_depth";
+    pub const QUEUE_CAPACITY: &str = "postback_gateway_writer_queue_capacity";
     pub const PARTNER_LAST_SUCCESS: &str =
         "postback_gateway_partner_last_success_timestamp_seconds";
     pub const PARTNER_STALE: &str = "postback_gateway_partner_stale";
     pub const PARTNER_STALE_AFTER: &str = "postback_gateway_partner_stale_after_seconds";
+}
+
+/// Create the counters that only grow on trouble, at 0, so that they are exported
+/// (and rates over them defined) before the first time it happens.
+pub fn register() {
+    metrics::counter!(names::QUEUE_FULL).increment(0);
+    metrics::counter!(names::CONNECTIONS_SHED).increment(0);
+    for kind in ["unavailable", "other"] {
+        metrics::counter!(names::DB_ERRORS, "kind" => kind).increment(0);
+    }
+    metrics::gauge!(names::CONNECTIONS).increment(0.0);
+}
+
+/// The writer's queue at a scrape: postbacks and counter increments waiting, and
+/// the queue's size (`writer.queue_capacity`); when it is full, postbacks get 503.
+pub fn writer_queue(depth: usize, capacity: usize) {
+    metrics::gauge!(names::QUEUE_DEPTH).set(depth as f64);
+    metrics::gauge!(names::QUEUE_CAPACITY).set(capacity as f64);
 }
 
 /// Whether the database answered the last readiness check (`/readyz`, or the check

@@ -91,6 +91,13 @@ impl Writer {
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 
+    /// Postbacks and counter increments waiting for a writer, and the queue's size
+    /// (for the `postback_gateway_writer_queue_*` gauges).
+    pub fn queue_depth(&self) -> (usize, usize) {
+        let capacity = self.tx.max_capacity();
+        (capacity - self.tx.capacity(), capacity)
+    }
+
     /// Queue counter increments; they are committed with the next batch.
     pub async fn count(&self, delta: CounterDelta) {
         if self.tx.send(Job::Count(delta)).await.is_err() {

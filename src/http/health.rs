@@ -73,6 +73,8 @@ const PARTNER_GAUGES_TIMEOUT: Duration = Duration::from_secs(5);
 #[utoipa::path(get, path = "/metrics", tag = "probes",
     responses((status = 200, body = String, content_type = "text/plain", description = "metrics")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let (depth, capacity) = state.writer_queue.queue_depth();
+    telemetry::writer_queue(depth, capacity);
     if is_ready(&state).await {
         refresh_partner_gauges(&state).await;
     }

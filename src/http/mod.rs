@@ -50,6 +50,9 @@ use error::AppError;
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
     pub dry_run: Arc<crate::dry_run::DryRunner>,
+    /// The writer's queue, read at each scrape (a handle like the ingestor's: it is
+    /// dropped with the routers, so the writer still finishes on shutdown).
+    pub writer_queue: crate::writer::Writer,
     /// Stale detection, for the partners API, the page and `/metrics`.
     pub health: Arc<crate::stale::HealthView>,
     pub store: Arc<dyn Store>,

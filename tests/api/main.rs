@@ -8,6 +8,7 @@ mod check_url;
 mod cli;
 mod connections;
 mod crash;
+mod deploy;
 mod dry_run;
 mod fleet;
 mod health;
