@@ -1,5 +1,6 @@
-//! The command line: `serve` (default), `migrate`, `apps …`. Every command opens the
-//! configured database and applies pending migrations first.
+//! The command line: `serve` (default), `migrate`, `apps …`, `prune`, and the offline
+//! `check-url`. Every command but `check-url` opens the configured database and
+//! applies pending migrations first.
 
 use std::net::SocketAddr;
 
@@ -38,6 +39,20 @@ pub enum Command {
     /// Read the delivery log: what each postback was answered, and why.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// Check a postback URL as copied from a partner's dashboard, offline: the
+    /// partner, api_key, which dimensions and identifiers have a macro, unknown
+    /// macros, duplicated keys. Exits 1 when it has problems.
+    CheckUrl {
+        /// The whole URL, in quotes.
+        url: String,
+        /// The partner POSTs its fields in a body (Singular's or AppsFlyer's JSON):
+        /// check the partner and the key only.
+        #[arg(long)]
+        post: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove stored events and dedupe keys past retention (`retention.*`).
     Prune {
         /// Report what would go, remove nothing.
@@ -135,6 +150,19 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
             }
             tracing::info!(address = %app.address(), "listening");
             Ok(app.run(shutdown).await?)
+        }
+        Command::CheckUrl { url, post, json } => {
+            let check = crate::check_url::check_url(&url, post);
+            if json {
+                println!("{}", serde_json::to_string(&check).unwrap_or_default());
+            } else {
+                print!("{}", crate::check_url::describe(&check));
+            }
+            if check.ok {
+                Ok(())
+            } else {
+                Err(StartError::UrlCheckFailed)
+            }
         }
         Command::Migrate => {
             let store = open_store(&config).await?;

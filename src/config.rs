@@ -49,6 +49,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub retention: RetentionConfig,
     pub deliveries: DeliveriesConfig,
+    pub stale: StaleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +139,35 @@ pub struct RetentionConfig {
     pub dedupe_days: u32,
     /// Hours between in-process prunes; 0 leaves pruning to `postback-gateway prune`.
     pub prune_every_hours: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaleConfig {
+    /// The least quiet time, in minutes, before a connected partner is stale.
+    pub floor_minutes: u32,
+    /// Stale after this many times the partner's usual gap (when longer than the floor).
+    pub factor: f64,
+    /// Days of accepted postbacks the usual gap is learned from.
+    pub history_days: u32,
+    /// Which percentile of the gaps is the usual gap (1–100).
+    pub gap_percentile: u8,
+    /// Fewer accepted postbacks than this in the history: the floor alone applies.
+    pub min_samples: u32,
+    /// How long a learned gap is reused before it is read again, in seconds.
+    pub gap_cache_seconds: u64,
+}
+
+impl StaleConfig {
+    pub fn rule(&self) -> crate::stale::StaleRule {
+        crate::stale::StaleRule {
+            floor: chrono::Duration::minutes(i64::from(self.floor_minutes)),
+            factor: self.factor,
+            history: chrono::Duration::days(i64::from(self.history_days)),
+            percentile: self.gap_percentile,
+            min_samples: i64::from(self.min_samples),
+        }
+    }
 }
 
 impl RetentionConfig {
@@ -300,6 +330,21 @@ impl Config {
                 "retention.events_days",
                 "must be at least retention.dedupe_days",
             );
+        }
+        if self.stale.floor_minutes == 0 {
+            return invalid("stale.floor_minutes", "must be at least 1");
+        }
+        if !(self.stale.factor.is_finite() && self.stale.factor >= 1.0) {
+            return invalid("stale.factor", "must be a number of at least 1");
+        }
+        if !(1..=90).contains(&self.stale.history_days) {
+            return invalid("stale.history_days", "must be between 1 and 90");
+        }
+        if !(1..=100).contains(&self.stale.gap_percentile) {
+            return invalid("stale.gap_percentile", "must be between 1 and 100");
+        }
+        if self.stale.min_samples < 2 {
+            return invalid("stale.min_samples", "must be at least 2 (one gap)");
         }
         let token = self.admin_token.expose();
         if !token.is_empty() && token.chars().count() < MIN_ADMIN_TOKEN_CHARS {

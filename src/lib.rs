@@ -14,15 +14,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub mod apps;
+pub mod check_url;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod dry_run;
 pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod partners;
 pub mod quota;
 pub mod retention;
+pub mod stale;
 pub mod store;
 pub mod telemetry;
 pub mod writer;
@@ -52,6 +55,9 @@ pub enum StartError {
     Apps(#[from] apps::AppsError),
     #[error("server")]
     Serve(#[from] std::io::Error),
+    /// `check-url` found problems; they are printed already.
+    #[error("the URL has problems (listed above)")]
+    UrlCheckFailed,
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -142,6 +148,12 @@ impl App {
         let keys_never_shown = apps::keys_never_shown(store.as_ref()).await?;
         let created_default_app = apps::create_default_app(store.as_ref()).await?;
 
+        // The recorder first: what happens from here on (the first key reload) is
+        // counted. Every counter the alert rules and the dashboard read exists from
+        // the start.
+        let prometheus = telemetry::prometheus();
+        telemetry::register();
+        telemetry::ready(true);
         let background = CancellationToken::new();
         if config.retention.prune_every_hours > 0 {
             tokio::spawn(retention::prune_loop(
@@ -183,6 +195,8 @@ impl App {
         // Leave the commit wait a margin inside the request deadline so a slow
         // database yields our 503, not the timeout layer's.
         let commit_timeout = request_timeout.mul_f64(0.9);
+        let dry_run = dry_run::DryRunner::new(keys.clone(), quota.clone(), store.clone());
+        let writer_queue = writer.clone();
         let ingestor = ingest::Ingestor::new(
             keys,
             quota,
@@ -197,8 +211,14 @@ impl App {
         ));
         let state = http::AppState {
             ingestor: Arc::new(ingestor),
+            dry_run: Arc::new(dry_run),
+            writer_queue,
+            health: Arc::new(stale::HealthView::new(
+                config.stale.rule(),
+                Duration::from_secs(config.stale.gap_cache_seconds),
+            )),
             store: store.clone(),
-            prometheus: telemetry::prometheus(),
+            prometheus,
             max_body_bytes: config.http.max_body_bytes,
             admin_token: config.admin_token.clone(),
             base_url: config.public_base_url(address),

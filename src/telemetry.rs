@@ -107,6 +107,55 @@ mod names {
     pub const CONNECTIONS: &str = "postback_gateway_http_connections";
     pub const CONNECTIONS_SHED: &str = "postback_gateway_http_connections_shed_total";
     pub const KEY_RELOADS: &str = "postback_gateway_key_reloads_total";
+    pub const READY: &str = "postback_gateway_ready";
+    pub const QUEUE_DEPTH: &str = "postback_gateway_writer_queue_depth";
+    pub const QUEUE_CAPACITY: &str = "postback_gateway_writer_queue_capacity";
+    pub const PARTNER_LAST_SUCCESS: &str =
+        "postback_gateway_partner_last_success_timestamp_seconds";
+    pub const PARTNER_STALE: &str = "postback_gateway_partner_stale";
+    pub const PARTNER_STALE_AFTER: &str = "postback_gateway_partner_stale_after_seconds";
+}
+
+/// Create the counters that only grow on trouble, at 0, so that they are exported
+/// (and rates over them defined) before the first time it happens.
+pub fn register() {
+    metrics::counter!(names::QUEUE_FULL).increment(0);
+    metrics::counter!(names::CONNECTIONS_SHED).increment(0);
+    for kind in ["unavailable", "other"] {
+        metrics::counter!(names::DB_ERRORS, "kind" => kind).increment(0);
+    }
+    metrics::gauge!(names::CONNECTIONS).increment(0.0);
+}
+
+/// The writer's queue at a scrape: postbacks and counter increments waiting, and
+/// the queue's size (`writer.queue_capacity`); when it is full, postbacks get 503.
+pub fn writer_queue(depth: usize, capacity: usize) {
+    metrics::gauge!(names::QUEUE_DEPTH).set(depth as f64);
+    metrics::gauge!(names::QUEUE_CAPACITY).set(capacity as f64);
+}
+
+/// Whether the database answered the last readiness check (`/readyz`, or the check
+/// every scrape of `/metrics` makes): 1 ready, 0 not.
+pub fn ready(ready: bool) {
+    metrics::gauge!(names::READY).set(if ready { 1.0 } else { 0.0 });
+}
+
+/// One connected (or once heard-from) partner of one app, as stale detection reads
+/// it at a scrape: the newest accepted postback (unix seconds), whether it is stale,
+/// and how long it may stay quiet.
+pub fn partner_health(
+    app_id: String,
+    partner: &'static str,
+    last_accepted: Option<f64>,
+    stale: bool,
+    stale_after_seconds: f64,
+) {
+    let labels = [("app_id", app_id), ("partner", partner.to_owned())];
+    if let Some(at) = last_accepted {
+        metrics::gauge!(names::PARTNER_LAST_SUCCESS, &labels).set(at);
+    }
+    metrics::gauge!(names::PARTNER_STALE, &labels).set(if stale { 1.0 } else { 0.0 });
+    metrics::gauge!(names::PARTNER_STALE_AFTER, &labels).set(stale_after_seconds);
 }
 
 /// One postback answered, by partner and verdict (`accepted`, `duplicate`, `organic`,

@@ -126,6 +126,13 @@ impl Writer {
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 
+    /// Postbacks and counter increments waiting for a writer, and the queue's size
+    /// (for the `postback_gateway_writer_queue_*` gauges).
+    pub fn queue_depth(&self) -> (usize, usize) {
+        let capacity = self.tx.max_capacity();
+        (capacity - self.tx.capacity(), capacity)
+    }
+
     /// Queue counter increments and the delivery log row of a request that stores
     /// no event; they are committed with the next batch.
     pub async fn count(&self, delta: CounterDelta, delivery: Option<NewDelivery>) {

@@ -17,6 +17,7 @@ use super::AppState;
 use crate::apps;
 use crate::domain::PartnerId;
 use crate::domain::{AppId, ConnectionStatus};
+use crate::stale::Health;
 use crate::store::{
     AppRecord, AttributionRecord, Dimension, IdentifierKind, PartnerConnection, SummaryPage,
     UserCursor, UserFilter,
@@ -90,15 +91,39 @@ pub struct Counters {
     pub rate_limited: i64,
 }
 
+/// Whether a partner's postbacks arrive.
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum PartnerStatus {
+    /// Never sent an accepted attributed install.
+    NotConnected,
+    /// Connected, and not quiet for longer than it usually is.
+    Connected,
+    /// Connected, but nothing was accepted for longer than `stale_after_seconds`.
+    Stale,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct PartnerOut {
     #[schema(example = "tune")]
     pub partner: String,
     pub name: &'static str,
-    /// `connected` after the first accepted attributed install, else `not_connected`.
-    #[schema(example = "connected")]
-    status: &'static str,
+    /// `connected` after the first accepted attributed install, `stale` when nothing
+    /// was accepted since for longer than `stale_after_seconds`, else `not_connected`.
+    pub status: PartnerStatus,
+    /// The newest attributed install.
     pub last_success_at: Option<DateTime<Utc>>,
+    /// The newest accepted postback (install or in-app event): what staleness reads.
+    pub last_accepted_at: Option<DateTime<Utc>>,
+    /// The partner's usual gap between accepted postbacks, learned from the last
+    /// `stale.history_days`; null with too little history (then the floor alone applies).
+    pub expected_gap_seconds: Option<i64>,
+    /// How long it may stay quiet before it is stale: max(stale.factor × the usual
+    /// gap, stale.floor_minutes).
+    #[schema(minimum = 0)]
+    pub stale_after_seconds: i64,
+    /// When a stale partner's allowed quiet time ran out; null unless stale.
+    pub stale_since: Option<DateTime<Utc>>,
     pub counters: Counters,
     #[schema(example = "GET, POST")]
     pub method: &'static str,
@@ -140,20 +165,37 @@ pub async fn partner_overview(
     state: &AppState,
     app: &AppRecord,
 ) -> Result<Vec<PartnerOut>, AppError> {
+    let now = Utc::now();
     let connections = state.store.partner_connections(app.id).await?;
+    let health = state.health.app(state.store.as_ref(), app.id, now).await?;
     let endpoints = apps::endpoints(&state.base_url, None);
     Ok(endpoints
         .into_iter()
         .map(|e| {
             let conn = connections.iter().find(|c| c.partner == e.partner);
+            // A row written between the two reads is judged as never heard from.
+            let judged = health.get(&e.partner).copied().unwrap_or_else(|| {
+                crate::stale::judge(
+                    state.health.rule(),
+                    ConnectionStatus::NotConnected,
+                    None,
+                    None,
+                    now,
+                )
+            });
             PartnerOut {
                 partner: e.partner.to_string(),
                 name: e.partner.display_name(),
-                status: match conn.map(|c| c.status) {
-                    Some(ConnectionStatus::Connected) => "connected",
-                    _ => "not_connected",
+                status: match judged.health {
+                    Health::NotConnected => PartnerStatus::NotConnected,
+                    Health::Connected => PartnerStatus::Connected,
+                    Health::Stale => PartnerStatus::Stale,
                 },
                 last_success_at: conn.and_then(|c| c.last_success_at),
+                last_accepted_at: judged.last_accepted_at,
+                expected_gap_seconds: judged.expected_gap.map(|g| g.num_seconds()),
+                stale_after_seconds: judged.stale_after.num_seconds(),
+                stale_since: judged.stale_since,
                 counters: conn.map(counters).unwrap_or_default(),
                 method: e.method,
                 endpoint_url: e.endpoint_url,
@@ -171,12 +213,6 @@ fn counters(c: &PartnerConnection) -> Counters {
         duplicates: c.duplicates,
         rejected: c.rejected,
         rate_limited: c.rate_limited,
-    }
-}
-
-impl PartnerOut {
-    pub fn is_connected(&self) -> bool {
-        self.status == "connected"
     }
 }
 

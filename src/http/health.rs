@@ -11,6 +11,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::error::AppError;
 use super::AppState;
+use crate::stale::Health;
+use crate::telemetry;
+use chrono::Utc;
 
 /// `/readyz` answers 503 if the database does not answer within this time.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,16 +46,38 @@ async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", tag = "probes",
     responses((status = 200, body = ProbeOut, description = "ready")))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
-        _ => Err(AppError::Unavailable),
+    if is_ready(&state).await {
+        Ok(Json(json!({"status": "ready"})))
+    } else {
+        Err(AppError::Unavailable)
     }
 }
 
-/// Prometheus text format.
+/// Whether the database answers within [`READY_TIMEOUT`]; also sets the readiness gauge.
+async fn is_ready(state: &AppState) -> bool {
+    let ready = matches!(
+        tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    telemetry::ready(ready);
+    ready
+}
+
+/// Longest a scrape waits for the partners' stale detection; past it, the partner
+/// gauges keep the values of the last scrape that got them.
+const PARTNER_GAUGES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prometheus text format. Each scrape first checks readiness and reads every
+/// partner's stale detection (the learned gaps are cached; see `stale.rs`), so the
+/// gauges are as of the scrape on every node.
 #[utoipa::path(get, path = "/metrics", tag = "probes",
     responses((status = 200, body = String, content_type = "text/plain", description = "metrics")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let (depth, capacity) = state.writer_queue.queue_depth();
+    telemetry::writer_queue(depth, capacity);
+    if is_ready(&state).await {
+        refresh_partner_gauges(&state).await;
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -60,4 +85,27 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.prometheus.render(),
     )
+}
+
+async fn refresh_partner_gauges(state: &AppState) {
+    let read = state.health.all(state.store.as_ref(), Utc::now());
+    match tokio::time::timeout(PARTNER_GAUGES_TIMEOUT, read).await {
+        Ok(Ok(partners)) => {
+            for (app, partner, health) in partners {
+                telemetry::partner_health(
+                    app.to_string(),
+                    partner.as_str(),
+                    health
+                        .last_accepted_at
+                        .map(|t| t.timestamp_micros() as f64 / 1e6),
+                    health.health == Health::Stale,
+                    health.stale_after.num_milliseconds() as f64 / 1000.0,
+                );
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::error_chain(&e), "partner gauges not refreshed")
+        }
+        Err(_) => tracing::warn!("partner gauges not refreshed: the database took too long"),
+    }
 }

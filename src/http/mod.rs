@@ -35,6 +35,7 @@ use crate::telemetry;
 mod admin;
 mod auth;
 mod deliveries;
+mod dry_run;
 pub mod error;
 mod extract;
 mod health;
@@ -49,6 +50,12 @@ use error::AppError;
 #[derive(Clone)]
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
+    pub dry_run: Arc<crate::dry_run::DryRunner>,
+    /// The writer's queue, read at each scrape (a handle like the ingestor's: it is
+    /// dropped with the routers, so the writer still finishes on shutdown).
+    pub writer_queue: crate::writer::Writer,
+    /// Stale detection, for the partners API, the page and `/metrics`.
+    pub health: Arc<crate::stale::HealthView>,
     pub store: Arc<dyn Store>,
     pub prometheus: PrometheusHandle,
     pub max_body_bytes: usize,
@@ -91,6 +98,7 @@ impl utoipa::Modify for SecuritySchemes {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(postbacks::router())
+        .merge(dry_run::router())
         .merge(admin::router())
         .merge(deliveries::router())
         .merge(status::router())
@@ -257,7 +265,10 @@ async fn metrics_moved() -> AppError {
 
 /// 405 with the right `Allow`; on the postback route an unknown partner is still 404.
 async fn method_not_allowed(uri: Uri) -> AppError {
-    match uri.path().strip_prefix("/v1/postbacks/") {
+    let postback = uri.path().strip_prefix("/v1/postbacks/");
+    // The dry run takes the same methods as the postback it tries.
+    let postback = postback.map(|p| p.strip_suffix("/test").unwrap_or(p));
+    match postback {
         Some(segment) => match segment.parse::<PartnerId>() {
             Ok(partner) => AppError::MethodNotAllowed {
                 allow: partner.allowed_methods(),
@@ -355,6 +366,15 @@ mod tests {
             ("/v1/postbacks/singular", "get"),
             ("/v1/postbacks/singular", "post"),
             ("/v1/postbacks/branch", "post"),
+            ("/v1/postbacks/kochava/test", "post"),
+            ("/v1/postbacks/tune/test", "get"),
+            ("/v1/postbacks/tune/test", "post"),
+            ("/v1/postbacks/appsflyer/test", "get"),
+            ("/v1/postbacks/appsflyer/test", "post"),
+            ("/v1/postbacks/adjust/test", "get"),
+            ("/v1/postbacks/singular/test", "get"),
+            ("/v1/postbacks/singular/test", "post"),
+            ("/v1/postbacks/branch/test", "post"),
             ("/v1/apps", "get"),
             ("/v1/apps/{app_id}/partners", "get"),
             ("/v1/apps/{app_id}/users", "get"),
@@ -364,6 +384,7 @@ mod tests {
             ("/v1/apps/{app_id}/deliveries/{request_id}", "get"),
             ("/v1/deliveries/unauthenticated", "get"),
             ("/apps/{app_id}/attribution", "get"),
+            ("/apps/{app_id}/attribution/test", "post"),
             ("/apps", "get"),
             ("/", "get"),
             ("/healthz", "get"),
@@ -417,8 +438,18 @@ mod tests {
         );
         let identifier = param("/v1/apps/{app_id}/users/lookup", "identifier");
         assert_eq!(identifier["oneOf"].as_array().unwrap().len(), 6);
-        for partner in PartnerId::ALL {
-            let item = &doc["paths"][format!("/v1/postbacks/{partner}")];
+        let dry_runs = PartnerId::ALL.map(|p| format!("/v1/postbacks/{p}/test"));
+        for path in PartnerId::ALL
+            .map(|p| format!("/v1/postbacks/{p}"))
+            .iter()
+            .chain(&dry_runs)
+        {
+            let partner: PartnerId = path
+                .trim_start_matches("/v1/postbacks/")
+                .trim_end_matches("/test")
+                .parse()
+                .unwrap();
+            let item = &doc["paths"][path];
             for (method, name) in [
                 (crate::partners::Method::Get, "get"),
                 (crate::partners::Method::Post, "post"),
@@ -434,6 +465,24 @@ mod tests {
                 "HEAD {partner}"
             );
         }
+        let answer = &doc["paths"]["/v1/postbacks/tune/test"]["get"]["responses"]["200"];
+        assert_eq!(
+            answer["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/DryRunAnswer"
+        );
+        let dry = &doc["components"]["schemas"]["DryRunAnswer"];
+        assert_eq!(
+            dry["properties"]["verdict"]["$ref"],
+            "#/components/schemas/DryVerdict"
+        );
+        assert_eq!(
+            doc["components"]["schemas"]["DryVerdict"]["enum"],
+            serde_json::json!(["accepted", "duplicate", "organic", "invalid"])
+        );
+        assert!(
+            doc["paths"]["/v1/postbacks/tune/test"]["get"]["responses"]["429"].is_null(),
+            "the dry run never answers 429"
+        );
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
                 let responses = &operation["responses"];

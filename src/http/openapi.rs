@@ -17,6 +17,12 @@ pub fn finish(generated: utoipa::openapi::OpenApi) -> Value {
         // Routed as one path, documented as one per partner: each takes other methods
         // and other fields.
         paths.remove("/v1/postbacks/{partner}");
+        let dry_run = paths.remove("/v1/postbacks/{partner}/test");
+        let dry_run_answer = dry_run
+            .as_ref()
+            .and_then(|item| item.get("get"))
+            .map(|op| op["responses"]["200"].clone())
+            .unwrap_or(Value::Null);
         for (path, params) in super::admin::documented_queries() {
             let operation = &mut paths.entry(path).or_insert(json!({}))["get"];
             let list = operation["parameters"].as_array_mut();
@@ -30,6 +36,10 @@ pub fn finish(generated: utoipa::openapi::OpenApi) -> Value {
             paths.insert(
                 format!("/v1/postbacks/{}", partner.as_str()),
                 postback_path(partner),
+            );
+            paths.insert(
+                format!("/v1/postbacks/{}/test", partner.as_str()),
+                dry_run_path(partner, &dry_run_answer),
             );
         }
         for (path, item) in paths.iter_mut() {
@@ -138,6 +148,24 @@ fn add_error_answers(path: &str, operation: &mut Value) {
             }
             if names_an_app && tag == "admin" {
                 answers.push((404, error("not_found: no such app (or user, for a lookup)")));
+            }
+            if tag == "page" && path.ends_with("/attribution/test") {
+                answers.push((
+                    403,
+                    error(
+                        "forbidden: no ADMIN_TOKEN is configured, or the form token is missing \
+                         or wrong (or another site sent the form)",
+                    ),
+                ));
+                answers.push((400, error("bad_request: the partner is missing or unknown")));
+                answers.push((
+                    408,
+                    error("request_timeout: the form did not arrive in time"),
+                ));
+                answers.push((
+                    413,
+                    error("payload_too_large: the form is over the body limit"),
+                ));
             }
             if names_an_app && tag == "page" {
                 answers.push((
@@ -318,6 +346,44 @@ fn postback_path(partner: PartnerId) -> Value {
         }),
     );
     Value::Object(item)
+}
+
+/// The dry run of a partner's postback: the same methods, fields and credentials,
+/// answered 200 with what the real endpoint would do (also for a payload it would
+/// refuse), never 429.
+fn dry_run_path(partner: PartnerId, answer: &Value) -> Value {
+    let mut item = postback_path(partner);
+    for (method, operation) in item.as_object_mut().into_iter().flatten() {
+        let id = format!("{method}_{}_test", partner.as_str());
+        operation["operationId"] = json!(id);
+        if method == "head" {
+            continue;
+        }
+        operation["summary"] = json!(format!(
+            "Dry run of one {} postback: what the real endpoint would do.",
+            partner.display_name()
+        ));
+        operation["description"] = json!(
+            "Takes the same credentials and payload as the postback itself and answers what \
+             would become of it: the verdict (`accepted`, `duplicate`, `organic` or `invalid`), \
+             the HTTP status the real endpoint would answer, the reason, the row it would \
+             store, and warnings (unfilled macros, missing dimensions, fields the mapping \
+             ignores that look like dimensions, all-zero advertising ids, how the event time \
+             was read). It stores nothing, counts nothing, uses no quota and works when the \
+             quota is used up. A payload the real endpoint refuses with 400 is answered 200 \
+             here, with the verdict `invalid`."
+        );
+        let responses = &mut operation["responses"];
+        responses["200"] = answer.clone();
+        if let Some(r) = responses.as_object_mut() {
+            r.remove("429");
+        }
+        responses["400"] = error("invalid_payload: the request body could not be read");
+        responses["503"] = retry_after(
+            "unavailable: the API key is not known yet and the database does not answer",
+        );
+    }
+    item
 }
 
 fn postback_operation(partner: PartnerId, method: Method) -> Value {

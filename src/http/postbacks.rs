@@ -247,14 +247,14 @@ async fn handle(
     handled
 }
 
-enum BodyError {
+pub(super) enum BodyError {
     TooLarge,
     TimedOut,
     Unreadable,
 }
 
 /// The whole body, or an error as soon as it grows past `limit`.
-async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
+pub(super) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
     let mut bytes = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         match frame {

@@ -1,22 +1,32 @@
-//! The "Technology Partners → Attribution" page: a section per partner with its
-//! masked key, endpoint, status dot and counters, and a chart of attributed installs
-//! by source over the last 30 days. Server-rendered, no scripts, no external assets.
+//! The "Technology Partners → Attribution" page: a summary line, a chart of attributed
+//! installs by source over the last 30 days, and a section per partner with its masked
+//! key, endpoint, status dot (green connected, amber stale, grey not connected), what
+//! it has been sending, counters, and a form that sends a test postback through the
+//! dry run. Server-rendered, no scripts, no external assets; the form carries a token
+//! derived from the admin token, so another site cannot make a browser submit it.
 
 use std::collections::BTreeMap;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use hmac::{Hmac, Mac};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
+use sha2::Sha256;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::admin::{find_app, partner_overview, PartnerOut};
+use super::admin::{find_app, partner_overview, PartnerOut, PartnerStatus};
 use super::auth::PageLogin;
 use super::error::AppError;
+use super::postbacks::{read_body, BodyError};
 use super::AppState;
-use crate::store::{ChartSource, DailySourceCount};
+use crate::domain::{AppId, PartnerId};
+use crate::dry_run::{DryRunAnswer, DryRunRequest};
+use crate::keys::Caller;
+use crate::partners::{InputFormat, Method};
+use crate::store::{AppRecord, ChartSource, DailySourceCount};
 
 const CHART_DAYS: i64 = 30;
 /// Sources drawn with their own colour; the rest are grouped as "other".
@@ -26,15 +36,17 @@ const PALETTE: [&str; CHART_SOURCES + 1] = [
     "#6b7280",
 ];
 
-/// Scripts are never needed; styles are inline. Nothing may be framed or loaded.
+/// Scripts are never needed; styles are inline. Nothing may be framed or loaded, and
+/// forms may only be sent to this server.
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
-                   base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+                   base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(apps_index))
         .routes(routes!(home))
         .routes(routes!(attribution_page))
+        .routes(routes!(test_postback))
         .layer(axum::middleware::map_response(page_response))
 }
 
@@ -140,92 +152,477 @@ async fn attribution_page(
     State(state): State<AppState>,
     app_id: Result<axum::extract::Path<String>, PathRejection>,
 ) -> Result<Response, AppError> {
+    let app = match page_app(&state, app_id).await? {
+        Ok(app) => app,
+        Err(not_found) => return Ok(not_found),
+    };
+    let page = load(&state, &app).await?;
+    Ok(html_response(StatusCode::OK, render(&state, &page, None)))
+}
+
+/// The app a page path names, or the HTML 404 to answer.
+async fn page_app(
+    state: &AppState,
+    app_id: Result<axum::extract::Path<String>, PathRejection>,
+) -> Result<Result<AppRecord, Response>, AppError> {
     // An id that does not even decode is no app either: the HTML 404 too.
     let Ok(axum::extract::Path(app_id)) = app_id else {
-        return Ok(no_such_app("(not UTF-8)"));
+        return Ok(Err(no_such_app("(not UTF-8)")));
     };
-    let app = match find_app(&state, &app_id).await {
-        Ok(app) => app,
-        Err(AppError::NotFound(_)) => return Ok(no_such_app(&app_id)),
-        Err(e) => return Err(e),
-    };
-    let partners = partner_overview(&state, &app).await?;
-    let today = Utc::now().date_naive();
-    let since = today - Duration::days(CHART_DAYS - 1);
+    match find_app(state, &app_id).await {
+        Ok(app) => Ok(Ok(app)),
+        Err(AppError::NotFound(_)) => Ok(Err(no_such_app(&app_id))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Everything the page shows, read once.
+struct PageData {
+    app: AppRecord,
+    partners: Vec<PartnerOut>,
+    daily: Vec<DailySourceCount>,
+    now: DateTime<Utc>,
+}
+
+async fn load(state: &AppState, app: &AppRecord) -> Result<PageData, AppError> {
+    let partners = partner_overview(state, app).await?;
+    let now = Utc::now();
+    let since = now.date_naive() - Duration::days(CHART_DAYS - 1);
     let daily = state
         .store
         .daily_installs_by_source(app.id, since, CHART_SOURCES as u32)
         .await?;
-    let key_prefix = app.key_prefixes.first().cloned().unwrap_or_default();
-    let page = render(&app.name, &key_prefix, &partners, &daily, today);
-    Ok(html_response(StatusCode::OK, page))
+    Ok(PageData {
+        app: app.clone(),
+        partners,
+        daily,
+        now,
+    })
 }
 
-fn render(
-    app_name: &str,
-    key_prefix: &str,
-    partners: &[PartnerOut],
-    daily: &[DailySourceCount],
-    today: NaiveDate,
-) -> Markup {
+/// The answer of the test form, shown under its partner.
+struct Tried {
+    partner: PartnerId,
+    payload: String,
+    answer: DryRunAnswer,
+}
+
+/// The fields of the test form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the form the page sends
+struct TestForm {
+    /// The partner whose postback this is.
+    #[schema(inline)]
+    partner: FormPartner,
+    /// The page's form token (it proves the form came from the page).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    csrf: String,
+    /// A query string or the whole URL with the values filled in (GET partners), or
+    /// the JSON body (POST partners).
+    payload: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+enum FormPartner {
+    Kochava,
+    Tune,
+    Appsflyer,
+    Adjust,
+    Singular,
+    Branch,
+}
+
+/// "Send a test postback": runs the dry run for one partner of the app and shows the
+/// page with its answer. Needs the page login and the page's form token.
+#[utoipa::path(post, path = "/apps/{app_id}/attribution/test", tag = "page",
+    params(("app_id" = String, Path, format = Uuid, description = "app id")),
+    request_body(content = TestForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = String, content_type = "text/html", description = "the page, with the dry run's answer under the partner"),
+        (status = 400, description = "bad_request: the partner is missing or unknown"),
+        (status = 413, description = "payload_too_large"),
+    ),
+    security(("admin_basic" = [])))]
+async fn test_postback(
+    _: PageLogin,
+    State(state): State<AppState>,
+    app_id: Result<axum::extract::Path<String>, PathRejection>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, AppError> {
+    // A browser says when another site sent the form; the token is the real check.
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return Err(AppError::Forbidden(CROSS_SITE));
+    }
+    let app = match page_app(&state, app_id).await? {
+        Ok(app) => app,
+        Err(not_found) => return Ok(not_found),
+    };
+    let limit = state.max_body_bytes;
+    let body = match read_body(request.into_body(), limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return Err(AppError::PayloadTooLarge { limit }),
+        Err(BodyError::TimedOut) => return Err(AppError::RequestTimeout),
+        Err(BodyError::Unreadable) => {
+            return Err(AppError::BadRequest("could not read the form".into()))
+        }
+    };
+    let field = |name: &str| {
+        form_urlencoded::parse(&body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let token_ok =
+        field("csrf").is_some_and(|t| form_token_ok(state.admin_token.expose(), app.id, &t));
+    if !token_ok {
+        return Err(AppError::Forbidden(CROSS_SITE));
+    }
+    let partner: PartnerId = field("partner")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| {
+            AppError::BadRequest(
+                "partner must be one of kochava, tune, appsflyer, adjust, singular, branch".into(),
+            )
+        })?;
+    let payload = field("payload").unwrap_or_default();
+    let (method, query, body) = test_request(partner, &payload);
+    let page = load(&state, &app).await?;
+    let answer = state
+        .dry_run
+        .run_for_app(
+            Caller {
+                app_id: app.id,
+                tier: app.tier,
+            },
+            DryRunRequest {
+                partner,
+                method,
+                header_key: None,
+                query: &query,
+                body: &body,
+                received_at: page.now,
+            },
+        )
+        .await
+        .map_err(|_| AppError::Unavailable)?;
+    let tried = Tried {
+        partner,
+        payload,
+        answer,
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        render(&state, &page, Some(&tried)),
+    ))
+}
+
+const CROSS_SITE: &str = "the form's token is missing or wrong (or another site sent it): \
+                          reload the page and send the form from there";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The form token of an app's page: HMAC-SHA256 of the app id under the admin token,
+/// so it needs no storage, differs per app and changes when the token does.
+fn form_token(admin_token: &str, app: AppId) -> String {
+    hex::encode(form_mac(admin_token, app).finalize().into_bytes())
+}
+
+fn form_token_ok(admin_token: &str, app: AppId, given: &str) -> bool {
+    let Ok(given) = hex::decode(given.trim()) else {
+        return false;
+    };
+    // Constant time.
+    form_mac(admin_token, app).verify_slice(&given).is_ok()
+}
+
+fn form_mac(admin_token: &str, app: AppId) -> HmacSha256 {
+    let mut mac =
+        HmacSha256::new_from_slice(admin_token.as_bytes()).expect("HMAC takes any key length");
+    mac.update(b"postback-gateway page form v1:");
+    mac.update(app.to_string().as_bytes());
+    mac
+}
+
+/// How the form's payload travels: a JSON object as a POST body when the partner
+/// takes one; else a query string (the part after `?` of a pasted URL) as a GET, or
+/// the text as a POST body for partners that only POST JSON (it is then read, and
+/// refused, as JSON).
+fn test_request(partner: PartnerId, payload: &str) -> (Method, String, Vec<u8>) {
+    let text = payload.trim();
+    let takes_json = partner.input(Method::Post) == Some(InputFormat::JsonBody);
+    if (text.starts_with('{') && takes_json) || partner.input(Method::Get).is_none() {
+        return (Method::Post, String::new(), text.as_bytes().to_vec());
+    }
+    let query = match text.split_once('?') {
+        Some((_, q)) => q,
+        None => text,
+    };
+    (Method::Get, query.to_owned(), Vec::new())
+}
+
+/// A realistic payload per partner to start the test form with.
+fn example_payload(partner: PartnerId) -> &'static str {
+    match partner {
+        PartnerId::Kochava => include_str!("../../tests/fixtures/kochava/docs_example.json"),
+        PartnerId::Tune => include_str!("../../tests/fixtures/tune/install_ios.query"),
+        PartnerId::Appsflyer => include_str!("../../tests/fixtures/appsflyer/install_android.json"),
+        PartnerId::Adjust => include_str!("../../tests/fixtures/adjust/install_android.query"),
+        PartnerId::Singular => include_str!("../../tests/fixtures/singular/install_android.query"),
+        PartnerId::Branch => include_str!("../../tests/fixtures/branch/install_ios.json"),
+    }
+}
+
+fn render(state: &AppState, page: &PageData, tried: Option<&Tried>) -> Markup {
+    let app = &page.app;
+    let key_prefix = app.key_prefixes.first().cloned().unwrap_or_default();
+    let token = form_token(state.admin_token.expose(), app.id);
+    let today = page.now.date_naive();
     html! {
         (DOCTYPE)
         html lang="en" {
-            (head(&format!("Attribution · {app_name}")))
+            (head(&format!("Attribution · {}", app.name)))
             body {
                 nav { a href="../../apps" { "Technology Partners" } span.sep { " → " } strong { "Attribution" } }
                 h1 { "Attribution partners" }
-                p.muted { "App " strong { (app_name) } " · API key " code { (key_prefix) "…" } }
+                p.muted { "App " strong { (app.name) } " · API key " code { (key_prefix) "…" } }
+                p.summary data-summary { (summary(&page.partners)) }
                 section.chart aria-label="Attributed installs by source, last 30 days" {
                     h2 { "Attributed installs by source, last 30 days" }
-                    (chart(daily, today))
+                    (chart(&page.daily, today))
                 }
-                @for p in partners {
-                    section.partner data-partner=(p.partner) {
-                        h2 {
-                            @if p.is_connected() {
-                                span.dot.green role="img" aria-label="connected" data-status="connected" {}
-                            } @else {
-                                span.dot.grey role="img" aria-label="not connected" data-status="not_connected" {}
-                            }
-                            (p.name)
-                        }
-                        p.status {
-                            @match (p.is_connected(), p.last_success_at) {
-                                (true, Some(t)) => { "last attributed install: " time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S UTC")) } },
-                                _ => { "waiting for the first attributed install" },
-                            }
-                        }
-                        dl {
-                            dt { "API key" } dd { code { (key_prefix) "…" } }
-                            dt { "Method" } dd { (p.method) }
-                            @match &p.postback_url_template {
-                                Some(url) => { dt { "Postback URL" } dd { textarea readonly rows="3" aria-label="postback URL" { (url) } } },
-                                None => { dt { "Endpoint" } dd { input readonly value=(format!("{}?api_key=YOUR_API_KEY", p.endpoint_url)) aria-label="endpoint"; } },
-                            }
-                        }
-                        (counters(p))
-                    }
+                @for p in &page.partners {
+                    (partner_section(p, &key_prefix, &token, page.now, tried.filter(|t| t.partner.as_str() == p.partner)))
                 }
             }
         }
     }
 }
 
+/// "2 of 6 partners connected, 1 stale".
+fn summary(partners: &[PartnerOut]) -> String {
+    let connected = partners
+        .iter()
+        .filter(|p| p.status == PartnerStatus::Connected)
+        .count();
+    let stale = partners
+        .iter()
+        .filter(|p| p.status == PartnerStatus::Stale)
+        .count();
+    let mut text = format!("{connected} of {} partners connected", partners.len());
+    if stale > 0 {
+        text.push_str(&format!(", {stale} stale"));
+    }
+    text
+}
+
+fn partner_section(
+    p: &PartnerOut,
+    key_prefix: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    tried: Option<&Tried>,
+) -> Markup {
+    let partner: PartnerId = p.partner.parse().unwrap_or(PartnerId::Kochava);
+    html! {
+        section.partner data-partner=(p.partner) {
+            h2 {
+                @match p.status {
+                    PartnerStatus::Connected => span.dot.green role="img" aria-label="connected" data-status="connected" {},
+                    PartnerStatus::Stale => span.dot.amber role="img" aria-label="stale" data-status="stale" {},
+                    PartnerStatus::NotConnected => span.dot.grey role="img" aria-label="not connected" data-status="not_connected" {},
+                }
+                (p.name)
+            }
+            (status_line(p, now))
+            dl {
+                dt { "API key" } dd { code { (key_prefix) "…" } }
+                dt { "Method" } dd { (p.method) }
+                @match &p.postback_url_template {
+                    Some(url) => { dt { "Postback URL" } dd { textarea readonly rows="3" aria-label="postback URL" { (url) } } },
+                    None => { dt { "Endpoint" } dd { input readonly value=(format!("{}?api_key=YOUR_API_KEY", p.endpoint_url)) aria-label="endpoint"; } },
+                }
+            }
+            (counters(p))
+            details.test open[tried.is_some()] {
+                summary { "Send a test postback" }
+                p.muted {
+                    "Runs the dry run: nothing is stored or counted. "
+                    @if partner.input(Method::Get).is_some() {
+                        "Paste a query string or the whole postback URL with its values filled in"
+                        @if partner.input(Method::Post) == Some(InputFormat::JsonBody) { ", or a JSON body" }
+                        "."
+                    } @else {
+                        "Paste the JSON body."
+                    }
+                }
+                form method="post" action="attribution/test" {
+                    input type="hidden" name="csrf" value=(token);
+                    input type="hidden" name="partner" value=(p.partner);
+                    textarea name="payload" rows="6" aria-label=(format!("test {} postback", p.name)) {
+                        (tried.map_or(example_payload(partner).trim_end(), |t| t.payload.as_str()))
+                    }
+                    button type="submit" { "Send a test postback" }
+                }
+                @if let Some(t) = tried {
+                    (answer(&t.answer))
+                }
+            }
+        }
+    }
+}
+
+/// What the partner has been doing, in one or two lines.
+fn status_line(p: &PartnerOut, now: DateTime<Utc>) -> Markup {
+    let c = &p.counters;
+    html! {
+        p.status {
+            @match p.status {
+                PartnerStatus::Connected => {
+                    "last attributed install " (time_ago(p.last_success_at, now))
+                },
+                PartnerStatus::Stale => {
+                    strong.stale {
+                        "stale: nothing accepted for "
+                        (span(p.last_accepted_at.map_or(Duration::zero(), |t| now - t)))
+                    }
+                    ", longer than the " (span(Duration::seconds(p.stale_after_seconds))) " it may be quiet"
+                    @match p.expected_gap_seconds {
+                        Some(gap) => { " (its usual gap: " (span(Duration::seconds(gap))) ")" },
+                        None => { " (too little history to learn its usual gap: the floor applies)" },
+                    }
+                    br;
+                    "last attributed install " (time_ago(p.last_success_at, now))
+                },
+                PartnerStatus::NotConnected => {
+                    @if c.events > 0 {
+                        "receiving in-app events (" (count(c.events, "event", "events")) "), but no attributed install yet"
+                    } @else if c.organic_ignored > 0 && c.rejected == 0 {
+                        "receiving only organic postbacks (" (c.organic_ignored) " so far): nothing to attribute yet"
+                    } @else if c.rejected > 0 && c.organic_ignored == 0 {
+                        "receiving only rejected postbacks (" (c.rejected) " so far): send a test postback below to see why"
+                    } @else if c.rejected > 0 {
+                        "receiving only organic and rejected postbacks ("
+                        (c.organic_ignored) " organic, " (c.rejected) " rejected): no attributed install yet"
+                    } @else if c.rate_limited > 0 {
+                        "every attributed install so far was over the app's hourly quota ("
+                        (count(c.rate_limited, "postback", "postbacks")) " rate limited)"
+                    } @else {
+                        "waiting for the first attributed install"
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// "3 h ago", with the exact time on hover.
+fn time_ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Markup {
+    match t {
+        None => html! { "never" },
+        Some(t) => {
+            let ago = now - t;
+            let text = if ago < Duration::minutes(1) {
+                "just now".to_owned()
+            } else {
+                format!("{} ago", span(ago))
+            };
+            html! {
+                time datetime=(t.to_rfc3339()) title=(t.format("%Y-%m-%d %H:%M:%S UTC")) { (text) }
+            }
+        }
+    }
+}
+
+/// A length of time, rounded down to its largest unit: "45 s", "20 min", "3 h", "2 d".
+fn span(d: Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// "1 event", "2 events".
+fn count(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn counters(p: &PartnerOut) -> Markup {
     let c = &p.counters;
     let items = [
-        ("installs", c.installs),
-        ("events", c.events),
-        ("organic ignored", c.organic_ignored),
-        ("duplicates", c.duplicates),
-        ("rejected", c.rejected),
-        ("rate limited", c.rate_limited),
+        (count(c.installs, "install", "installs"), false),
+        (count(c.events, "event", "events"), false),
+        (format!("{} organic ignored", c.organic_ignored), false),
+        (count(c.duplicates, "duplicate", "duplicates"), false),
+        (format!("{} rejected", c.rejected), c.rejected > 0),
+        (
+            format!("{} rate limited", c.rate_limited),
+            c.rate_limited > 0,
+        ),
     ];
     html! {
         ul.counters {
-            @for (label, n) in items {
-                li { strong { (n) } " " (label) }
+            @for (text, warn) in items {
+                @let (n, label) = text.split_once(' ').unwrap_or((&text, ""));
+                @if warn {
+                    li.warn data-warn { strong { (n) } " " (label) }
+                } @else {
+                    li { strong { (n) } " " (label) }
+                }
+            }
+        }
+        @if c.rejected > 0 {
+            p.warn {
+                (count(c.rejected, "postback was", "postbacks were")) " refused (400): a payload without any \
+                 identifier, over-long values or a body that is not JSON. Send one below as a test postback to see \
+                 the rule that refuses it."
+            }
+        }
+        @if c.rate_limited > 0 {
+            p.warn {
+                (count(c.rate_limited, "postback was", "postbacks were")) " answered 429: the app's hourly quota \
+                 was used up. Partners that retry only on 5xx never resend them; the enterprise tier has no quota."
+            }
+        }
+    }
+}
+
+/// The dry run's answer, as the form shows it.
+fn answer(a: &DryRunAnswer) -> Markup {
+    let verdict = a.verdict.as_str();
+    html! {
+        div.result data-verdict=(verdict) {
+            p {
+                strong class=(format!("verdict {verdict}")) { (verdict) }
+                " · the real endpoint would answer " strong { (a.status) }
+                @if let Some(first) = a.duplicate_of { " · first stored as " code { (first) } }
+            }
+            p { (a.reason) }
+            @if let Some(w) = &a.would_store {
+                dl {
+                    dt { "kind" } dd { (w.kind) }
+                    @for (name, value) in [("event name", &w.event_name), ("source", &w.source), ("campaign", &w.campaign), ("adgroup", &w.adgroup), ("ad", &w.ad)] {
+                        dt { (name) } dd { @match value { Some(v) => { (v) }, None => { span.muted { "(none)" } } } }
+                    }
+                    @for (name, value) in w.identifiers.pairs().filter_map(|(n, v)| v.map(|v| (n, v))) {
+                        dt { (name) } dd { code { (value) } }
+                    }
+                    dt { "event time" } dd { @match w.event_time { Some(t) => { (t.to_rfc3339()) }, None => { span.muted { "(none)" } } } }
+                }
+            }
+            @if !a.warnings.is_empty() {
+                ul.warnings {
+                    @for w in &a.warnings {
+                        li { (w.message) }
+                    }
+                }
             }
         }
     }
@@ -240,7 +637,23 @@ struct Bar {
     label: String,
 }
 
-/// A stacked bar per day, one colour per top source.
+/// The top of the y-axis and its step: 1, 2 or 5 × 10ⁿ, at most four steps.
+fn y_scale(max: i64) -> (i64, i64) {
+    let max = max.max(1);
+    let mut magnitude = 1i64;
+    loop {
+        for m in [1, 2, 5] {
+            let step = m * magnitude;
+            let steps = (max + step - 1) / step;
+            if steps <= 4 {
+                return (step * steps, step);
+            }
+        }
+        magnitude = magnitude.saturating_mul(10);
+    }
+}
+
+/// A stacked bar per day, one colour per top source, with a y-axis of installs.
 fn chart(daily: &[DailySourceCount], today: NaiveDate) -> Markup {
     // The store already kept the top sources by name and summed the rest as Other.
     let mut totals: BTreeMap<&ChartSource, i64> = BTreeMap::new();
@@ -274,36 +687,49 @@ fn chart(daily: &[DailySourceCount], today: NaiveDate) -> Markup {
         .iter()
         .map(|day| day.iter().sum::<i64>())
         .max()
-        .unwrap_or(0)
-        .max(1);
-    let (width, height, bar) = (600.0, 160.0, 600.0 / CHART_DAYS as f64);
+        .unwrap_or(0);
+    let (top_value, step) = y_scale(max);
+    // The axis labels take the left margin.
+    let (left, width, height) = (40.0, 600.0, 160.0);
+    let plot = height - 8.0;
+    let bar = (width - left) / CHART_DAYS as f64;
+    let y_of = |n: i64| height - n as f64 / top_value as f64 * plot;
     let mut bars = Vec::new();
     for (i, day) in grid.iter().enumerate() {
-        let mut y = height;
-        for (series, &count) in day.iter().enumerate().filter(|(_, c)| **c > 0) {
-            let h = count as f64 / max as f64 * (height - 4.0);
-            y -= h;
+        let mut below = 0;
+        for (series, &n) in day.iter().enumerate().filter(|(_, c)| **c > 0) {
             let name = top.get(series).map_or("other", String::as_str);
             bars.push(Bar {
-                x: i as f64 * bar + 1.0,
-                y,
-                height: h,
+                x: left + i as f64 * bar + 1.0,
+                y: y_of(below + n),
+                height: y_of(below) - y_of(below + n),
                 colour: PALETTE[series],
-                label: format!("{}: {name} {count}", first_day + Duration::days(i as i64)),
+                label: format!(
+                    "{}: {name} {}",
+                    first_day + Duration::days(i as i64),
+                    count(n, "install", "installs")
+                ),
             });
+            below += n;
         }
     }
+    let ticks: Vec<i64> = (0..=top_value / step).map(|i| i * step).collect();
     let has_other = daily.iter().any(|d| d.source == ChartSource::Other);
     html! {
         svg.chart viewBox=(format!("0 0 {width} {}", height + 16.0)) role="img" data-chart="installs-by-source" {
             title { "Attributed installs per day by source" }
-            line x1="0" y1=(height) x2=(width) y2=(height) stroke="#d1d5db" {}
+            g data-axis="y" {
+                @for t in &ticks {
+                    line x1=(left) y1=(format!("{:.1}", y_of(*t))) x2=(width) y2=(format!("{:.1}", y_of(*t))) stroke=(if *t == 0 { "#d1d5db" } else { "#eef0f3" }) {}
+                    text x=(left - 4.0) y=(format!("{:.1}", y_of(*t) + 3.0)) font-size="10" fill="#6b7280" text-anchor="end" { (t) }
+                }
+            }
             @for b in &bars {
                 rect x=(format!("{:.1}", b.x)) y=(format!("{:.1}", b.y)) width=(format!("{:.1}", bar - 2.0)) height=(format!("{:.1}", b.height)) fill=(b.colour) {
                     title { (b.label) }
                 }
             }
-            text x="0" y=(height + 14.0) font-size="10" fill="#6b7280" { (first_day) }
+            text x=(left) y=(height + 14.0) font-size="10" fill="#6b7280" { (first_day) }
             text x=(width) y=(height + 14.0) font-size="10" fill="#6b7280" text-anchor="end" { (today) }
         }
         @if ranked.is_empty() {
@@ -333,7 +759,12 @@ const STYLE: &str = r#"
 *{box-sizing:border-box}body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:960px;padding:16px;color:#111827;background:#f9fafb}
 nav{color:#6b7280;font-size:14px}nav strong{color:#111827}h1{font-size:22px;margin:8px 0}h2{font-size:17px;margin:0 0 8px;display:flex;align-items:center;gap:8px}
 .muted{color:#6b7280}.apps{list-style:none;padding:0}.apps li{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px 16px;margin:8px 0}section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px;margin:12px 0}
-.dot{display:inline-block;width:12px;height:12px;border-radius:50%}.dot.green{background:#16a34a}.dot.grey{background:#9ca3af}
+.dot{display:inline-block;width:12px;height:12px;border-radius:50%}.dot.green{background:#16a34a}.dot.amber{background:#f59e0b}.dot.grey{background:#9ca3af}
+.summary{font-size:15px;margin:4px 0 12px}.stale{color:#b45309}.warn{color:#92400e}li.warn{background:#fef3c7;border-radius:4px;padding:0 6px}p.warn{font-size:13px;margin:6px 0 0}
+details.test{margin-top:10px;font-size:14px}details.test summary{cursor:pointer;color:#2563eb}form{display:grid;gap:6px;margin:6px 0}
+button{justify-self:start;font:inherit;padding:4px 12px;border:1px solid #2563eb;border-radius:4px;background:#2563eb;color:#fff;cursor:pointer}
+.result{border-left:3px solid #9ca3af;padding:4px 10px;margin-top:8px}.result[data-verdict=accepted]{border-color:#16a34a}.result[data-verdict=invalid]{border-color:#dc2626}.result[data-verdict=organic],.result[data-verdict=duplicate]{border-color:#f59e0b}
+.warnings{margin:6px 0;padding-left:18px;color:#92400e}
 .status{margin:0 0 8px;font-size:14px}dl{display:grid;grid-template-columns:max-content 1fr;gap:6px 12px;margin:8px 0;font-size:14px}dt{color:#6b7280}dd{margin:0;min-width:0}
 textarea,input{width:100%;font-family:ui-monospace,Menlo,monospace;font-size:12px;border:1px solid #d1d5db;border-radius:4px;padding:6px;background:#f9fafb;resize:vertical}
 .counters{display:flex;flex-wrap:wrap;gap:12px;list-style:none;padding:0;margin:8px 0 0;font-size:14px}

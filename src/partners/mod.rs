@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{ApiKey, Postback};
 pub use crate::domain::{InputFormat, Method, PartnerId, UnknownPartner};
 
+pub mod inspect;
 pub mod normalize;
 
 mod adjust;
@@ -142,6 +143,66 @@ pub struct Accepted {
 /// the API key, sanitise, parse, and key an accepted delivery for dedupe. `None` when
 /// the partner sends nothing with `method` (405).
 pub fn read(partner: PartnerId, method: Method, query: &str, body: &[u8]) -> Option<Delivery> {
+    let (api_key, decoded) = decode(partner, method, query, body)?;
+    let (decision, fields) = match decoded {
+        Err(invalid) => (Decision::Invalid(invalid), Fields::new()),
+        Ok(fields) => decide(partner, fields),
+    };
+    Some(Delivery {
+        api_key,
+        decision,
+        fields,
+    })
+}
+
+/// What [`inspect`] made of one postback request: the same [`Delivery`] as [`read`],
+/// the fields the parser saw, and what it looked at.
+#[derive(Debug)]
+pub struct Inspection {
+    pub delivery: Delivery,
+    /// The decoded fields without the API key (NULs replaced); `None` when the body
+    /// could not be decoded.
+    pub fields: Option<Fields>,
+    /// What the parser read; `None` when no parser ran.
+    pub trace: Option<normalize::Trace>,
+}
+
+/// [`read`], reporting what the parser looked at, for the dry run: the decision is
+/// the one [`read`] reaches. Slower than [`read`] (it copies the fields); never used
+/// on the ingest path.
+pub fn inspect(partner: PartnerId, method: Method, query: &str, body: &[u8]) -> Option<Inspection> {
+    let (api_key, decoded) = decode(partner, method, query, body)?;
+    let (decision, kept, fields, trace) = match decoded {
+        Err(invalid) => (Decision::Invalid(invalid), Fields::new(), None, None),
+        Ok(fields) => {
+            let mut copy = fields.clone();
+            let ((decision, kept), trace) = normalize::traced(|| decide(partner, fields));
+            remove_api_keys(&mut copy);
+            sanitize(&mut copy);
+            (decision, kept, Some(copy), trace)
+        }
+    };
+    Some(Inspection {
+        delivery: Delivery {
+            api_key,
+            decision,
+            fields: kept,
+        },
+        fields,
+        trace,
+    })
+}
+
+/// Decode the fields `partner` sends with `method` and find the API key the request
+/// carries (the `api_key` query parameter, else the payload's `api_key` field). `None`
+/// when the partner sends nothing with `method` (405).
+#[allow(clippy::type_complexity)]
+fn decode(
+    partner: PartnerId,
+    method: Method,
+    query: &str,
+    body: &[u8],
+) -> Option<(Option<ApiKey>, Result<Fields, Invalid>)> {
     let format = partner.input(method)?;
     let query = decode_form(query.as_bytes());
     let query_key = api_key_in(&query);
@@ -158,38 +219,27 @@ pub fn read(partner: PartnerId, method: Method, query: &str, body: &[u8]) -> Opt
         InputFormat::JsonBody => decode_json(body),
     };
     let api_key = query_key.or_else(|| decoded.as_ref().ok().and_then(api_key_in));
-    let mut kept = Fields::new();
-    let decision = match decoded {
-        Err(invalid) => Decision::Invalid(invalid),
-        Ok(mut fields) => {
-            remove_api_keys(&mut fields);
-            sanitize(&mut fields);
-            match partner.parse(&fields) {
-                Verdict::Accepted(postback) => {
-                    let dedupe_key =
-                        dedupe_key(partner, postback.partner_event_id.as_deref(), &fields);
-                    Decision::Accepted(Box::new(Accepted {
-                        postback: *postback,
-                        dedupe_key,
-                        raw: fields,
-                    }))
-                }
-                Verdict::Organic(reason) => {
-                    kept = fields;
-                    Decision::Organic(reason)
-                }
-                Verdict::Invalid(invalid) => {
-                    kept = fields;
-                    Decision::Invalid(invalid)
-                }
-            }
+    Some((api_key, decoded))
+}
+
+/// Take out every API key, sanitise, parse, and key an accepted delivery for dedupe.
+/// The fields come back too when the decision holds none (for the delivery log).
+fn decide(partner: PartnerId, mut fields: Fields) -> (Decision, Fields) {
+    remove_api_keys(&mut fields);
+    sanitize(&mut fields);
+    match partner.parse(&fields) {
+        Verdict::Accepted(postback) => {
+            let dedupe_key = dedupe_key(partner, postback.partner_event_id.as_deref(), &fields);
+            let accepted = Accepted {
+                postback: *postback,
+                dedupe_key,
+                raw: fields,
+            };
+            (Decision::Accepted(Box::new(accepted)), Fields::new())
         }
-    };
-    Some(Delivery {
-        api_key,
-        decision,
-        fields: kept,
-    })
+        Verdict::Organic(reason) => (Decision::Organic(reason), fields),
+        Verdict::Invalid(invalid) => (Decision::Invalid(invalid), fields),
+    }
 }
 
 /// Take every `api_key` out of the fields, at any depth (a partner may nest the

@@ -114,12 +114,39 @@ const MILLIS_ABOVE: u64 = 100_000_000_000;
 /// ` UTC` allowed).
 /// Anything else is `None`: a bad time never rejects a postback.
 pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
-    parse_any_time(value).filter(|t| (1970..=9999).contains(&t.year()))
+    parse_time_shape(value).map(|(t, _)| t)
+}
+
+/// [`parse_time`], also saying which of the accepted shapes the value had.
+pub fn parse_time_shape(value: &str) -> Option<(DateTime<Utc>, TimeShape)> {
+    parse_any_time(value).filter(|(t, _)| (1970..=9999).contains(&t.year()))
+}
+
+/// The shapes of event time [`parse_time`] reads, for telling an operator how a time
+/// was understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeShape {
+    UnixSeconds,
+    UnixMillis,
+    Rfc3339,
+    /// `YYYY-MM-DD HH:MM:SS[.fff]` (or with a `T`) without a zone, read as UTC.
+    NaiveUtc,
+}
+
+impl std::fmt::Display for TimeShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeShape::UnixSeconds => "unix seconds",
+            TimeShape::UnixMillis => "unix milliseconds",
+            TimeShape::Rfc3339 => "RFC 3339",
+            TimeShape::NaiveUtc => "a date and time without a zone, read as UTC",
+        })
+    }
 }
 
 /// Both stores must hold the time: SQLite's fixed-width text needs a four-digit year
 /// and PostgreSQL rejects far-off years, so times outside 1970–9999 count as absent.
-fn parse_any_time(value: &str) -> Option<DateTime<Utc>> {
+fn parse_any_time(value: &str) -> Option<(DateTime<Utc>, TimeShape)> {
     let value = value.trim();
     let value = value.strip_suffix(" UTC").unwrap_or(value);
     // (RFC 3339 allows years up to 9999 only; `parse_unix` can go far beyond.)
@@ -127,15 +154,15 @@ fn parse_any_time(value: &str) -> Option<DateTime<Utc>> {
         return Some(t);
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Some(t.with_timezone(&Utc));
+        return Some((t.with_timezone(&Utc), TimeShape::Rfc3339));
     }
     ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
-        .map(|t| t.and_utc())
+        .map(|t| (t.and_utc(), TimeShape::NaiveUtc))
 }
 
-fn parse_unix(value: &str) -> Option<DateTime<Utc>> {
+fn parse_unix(value: &str) -> Option<(DateTime<Utc>, TimeShape)> {
     let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
     let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if whole.is_empty() || whole.len() > 15 || !all_digits(whole) || !all_digits(fraction) {
@@ -152,12 +179,17 @@ fn parse_unix(value: &str) -> Option<DateTime<Utc>> {
     {
         frac_nanos += u64::from(b - b'0') * 10u64.pow(8 - i as u32);
     }
-    let (secs, nanos) = if whole > MILLIS_ABOVE {
-        (whole / 1000, (whole % 1000) * 1_000_000 + frac_nanos / 1000)
+    let (secs, nanos, shape) = if whole > MILLIS_ABOVE {
+        (
+            whole / 1000,
+            (whole % 1000) * 1_000_000 + frac_nanos / 1000,
+            TimeShape::UnixMillis,
+        )
     } else {
-        (whole, frac_nanos)
+        (whole, frac_nanos, TimeShape::UnixSeconds)
     };
     DateTime::from_timestamp(i64::try_from(secs).ok()?, u32::try_from(nanos).ok()?)
+        .map(|t| (t, shape))
 }
 
 /// Reads one delivery through a partner's key table. Every key it is asked about counts
@@ -172,6 +204,70 @@ pub struct Picker<'a> {
     seen: bool,
     organic: Option<Organic>,
     too_long: Option<Invalid>,
+    /// What this delivery's reading looked at, kept only inside [`traced`].
+    trace: Option<Box<Trace>>,
+}
+
+/// What a parser looked at while reading one delivery: recorded only inside
+/// [`traced`] (the dry run and `check-url`), never on the ingest path. The verdict
+/// is the same with or without it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trace {
+    /// Keys are `object.key` paths into nested objects (Branch).
+    pub paths: bool,
+    /// Every key (or path) the parser asked for, present or not, in the order asked.
+    pub read: Vec<String>,
+    /// Per mapped field: the keys tried, in priority order, and the one that gave it.
+    pub fields: Vec<FieldTrace>,
+    /// Advertising ids skipped because they are all zeros: (field, key).
+    pub zero_ad_ids: Vec<(&'static str, String)>,
+    /// The event-time keys tried, in order, until one held a time.
+    pub times: Vec<TimeTrace>,
+    /// The postback as mapped, whatever the verdict (set by [`Picker::verdict`]).
+    pub mapped: Option<Postback>,
+}
+
+/// How one mapped field (`source`, `idfa`, …) was looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldTrace {
+    pub field: &'static str,
+    /// Keys tried, in priority order.
+    pub tried: Vec<String>,
+    /// The key whose value was taken.
+    pub used: Option<String>,
+}
+
+/// One event-time key tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeTrace {
+    pub key: String,
+    /// Its value as text; `None` when absent (missing, empty or an unfilled macro).
+    pub value: Option<String>,
+    /// The time read from it and its shape; `None` when it is not a time we read.
+    pub read: Option<(DateTime<Utc>, TimeShape)>,
+}
+
+thread_local! {
+    /// Set while [`traced`] runs: pickers created meanwhile record a [`Trace`].
+    static TRACING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The trace of the last picker that reached its verdict while tracing.
+    static LAST_TRACE: std::cell::RefCell<Option<Trace>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `read` (which parses a delivery) and return what the parser looked at. Parsers
+/// are synchronous and create one [`Picker`] per delivery, so a thread-local flag is
+/// enough to reach it without changing any parser. `None` when no parser ran.
+pub fn traced<T>(read: impl FnOnce() -> T) -> (T, Option<Trace>) {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TRACING.with(|t| t.set(self.0));
+        }
+    }
+    let _reset = Reset(TRACING.with(|t| t.replace(true)));
+    LAST_TRACE.with(|t| t.borrow_mut().take());
+    let out = read();
+    (out, LAST_TRACE.with(|t| t.borrow_mut().take()))
 }
 
 impl<'a> Picker<'a> {
@@ -183,28 +279,41 @@ impl<'a> Picker<'a> {
             seen: false,
             organic: None,
             too_long: None,
+            trace: TRACING.with(|t| t.get()).then(Box::default),
         }
     }
 
     /// Keys are dot-separated paths into nested objects (`user_data.aaid`).
     pub fn with_paths(fields: &'a Fields) -> Self {
-        Self {
-            paths: true,
-            ..Self::new(fields)
+        let mut picker = Self::new(fields);
+        picker.paths = true;
+        if let Some(trace) = &mut picker.trace {
+            trace.paths = true;
         }
+        picker
     }
 
     /// The raw value at `key`, if the key is there at all (even as `null`).
     pub fn raw(&mut self, key: &str) -> Option<&'a Value> {
-        let value = if self.paths {
-            let mut parts = key.split('.');
-            let first = self.fields.get(parts.next()?);
-            parts.try_fold(first?, |v, part| v.as_object()?.get(part))
-        } else {
-            self.fields.get(key)
-        };
+        let value = value_at(self.fields, key, self.paths);
         self.seen |= value.is_some();
+        if let Some(trace) = &mut self.trace {
+            if !trace.read.iter().any(|k| k == key) {
+                trace.read.push(key.to_owned());
+            }
+        }
         value
+    }
+
+    /// Note in the trace that `field` was looked for in `keys`.
+    fn trace_field(&mut self, field: &'static str, keys: &[&'static str]) {
+        if let Some(trace) = &mut self.trace {
+            trace.fields.push(FieldTrace {
+                field,
+                tried: keys.iter().map(|k| (*k).to_owned()).collect(),
+                used: None,
+            });
+        }
     }
 
     /// The first of `keys` (priority order) that is present and not absent, with its key.
@@ -228,12 +337,27 @@ impl<'a> Picker<'a> {
 
     /// A canonical value; over [`MAX_VALUE_CHARS`] it is remembered as `Invalid::TooLong`.
     pub fn canonical(&mut self, field: &'static str, keys: &[&'static str]) -> Option<String> {
+        self.trace_field(field, keys);
         let (key, value) = self.first(keys, |_| true)?;
         self.check(field, key, value)
     }
 
     /// An advertising id (IDFA, Google advertising id): all-zero ids count as absent.
     pub fn ad_id(&mut self, field: &'static str, keys: &[&'static str]) -> Option<String> {
+        self.trace_field(field, keys);
+        if self.trace.is_some() {
+            for &key in keys {
+                if self
+                    .raw(key)
+                    .and_then(text)
+                    .is_some_and(|v| is_zero_ad_id(&v))
+                {
+                    if let Some(trace) = &mut self.trace {
+                        trace.zero_ad_ids.push((field, key.to_owned()));
+                    }
+                }
+            }
+        }
         let (key, value) = self.first(keys, |v| !is_zero_ad_id(v))?;
         self.check(field, key, value)
     }
@@ -241,6 +365,21 @@ impl<'a> Picker<'a> {
     /// Apply the length cap to a canonical value found some other way (a segment of
     /// Adjust's `tracker_name`, a key inside AppsFlyer's `custom_data`).
     pub fn check(&mut self, field: &'static str, key: &str, value: String) -> Option<String> {
+        if let Some(trace) = &mut self.trace {
+            match trace.fields.iter_mut().rev().find(|f| f.field == field) {
+                Some(f) => {
+                    if !f.tried.iter().any(|k| k == key) {
+                        f.tried.push(key.to_owned());
+                    }
+                    f.used = Some(key.to_owned());
+                }
+                None => trace.fields.push(FieldTrace {
+                    field,
+                    tried: vec![key.to_owned()],
+                    used: Some(key.to_owned()),
+                }),
+            }
+        }
         if value.chars().count() <= MAX_VALUE_CHARS {
             return Some(value);
         }
@@ -253,8 +392,18 @@ impl<'a> Picker<'a> {
 
     /// The first of `keys` that holds a time [`parse_time`] understands.
     pub fn time(&mut self, keys: &[&'static str]) -> Option<DateTime<Utc>> {
-        keys.iter()
-            .find_map(|&key| self.raw(key).and_then(text).and_then(|v| parse_time(&v)))
+        keys.iter().find_map(|&key| {
+            let value = self.raw(key).and_then(text);
+            let read = value.as_deref().and_then(parse_time_shape);
+            if let Some(trace) = &mut self.trace {
+                trace.times.push(TimeTrace {
+                    key: key.to_owned(),
+                    value,
+                    read,
+                });
+            }
+            read.map(|(t, _)| t)
+        })
     }
 
     /// Whether any of `keys` holds one of `markers` (whole value, any letter case).
@@ -292,7 +441,11 @@ impl<'a> Picker<'a> {
     /// organic marker (an organic install is dropped whatever else it carries) and before
     /// "no segments". An accepted postback's ids get their canonical letter case here, so
     /// every partner stores them alike.
-    pub fn verdict(self, partner: PartnerId, postback: Postback) -> Verdict {
+    pub fn verdict(mut self, partner: PartnerId, postback: Postback) -> Verdict {
+        if let Some(mut trace) = self.trace.take() {
+            trace.mapped = Some(postback.clone());
+            LAST_TRACE.with(|t| *t.borrow_mut() = Some(*trace));
+        }
         if !self.seen {
             Verdict::Invalid(Invalid::NoPartnerFields(partner))
         } else if let Some(organic) = self.organic {
@@ -308,6 +461,18 @@ impl<'a> Picker<'a> {
             postback.ids.canonicalize_case();
             Verdict::Accepted(Box::new(postback))
         }
+    }
+}
+
+/// The value at `key` in `fields`: a top-level name, or with `paths` a dot-separated
+/// path into nested objects. `None` when the key is not there at all.
+pub fn value_at<'a>(fields: &'a Fields, key: &str, paths: bool) -> Option<&'a Value> {
+    if paths {
+        let mut parts = key.split('.');
+        let first = fields.get(parts.next()?);
+        parts.try_fold(first?, |v, part| v.as_object()?.get(part))
+    } else {
+        fields.get(key)
     }
 }
 

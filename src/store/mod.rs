@@ -16,7 +16,10 @@ pub mod sqlite;
 
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use super::{AppStore, DeliveryStore, IngestStore, MaintenanceStore, ReadStore, Store};
+    pub use super::{
+        AppStore, DeliveryStore, DryRunStore, HealthStore, IngestStore, MaintenanceStore,
+        ReadStore, Store,
+    };
 }
 
 #[cfg(test)]
@@ -329,6 +332,89 @@ pub trait DeliveryStore: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 }
 
+/// The dry run's one question to the database (`store/<backend>/dry_run.rs`): read
+/// only, it never writes.
+#[async_trait]
+pub trait DryRunStore: Send + Sync + 'static {
+    /// The event a delivery with this dedupe key was stored as, while its dedupe key
+    /// is kept: the `first_event_id` the real endpoint would answer `duplicate` with.
+    async fn find_duplicate(
+        &self,
+        app: AppId,
+        partner: PartnerId,
+        dedupe_key: &str,
+    ) -> Result<Option<Uuid>, StoreError>;
+}
+
+/// A `partner_connections` row with the newest postback accepted from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastAccepted {
+    pub app_id: AppId,
+    pub partner: PartnerId,
+    pub status: ConnectionStatus,
+    /// received_at of the newest stored postback (install or in-app event), and
+    /// never older than `last_success_at` (events may have been pruned).
+    pub last_accepted_at: Option<DateTime<Utc>>,
+}
+
+/// The gaps between consecutive accepted postbacks of one (app, partner) in a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GapStats {
+    /// Accepted postbacks in the window (at most the sample cap).
+    pub samples: i64,
+    /// The asked-for percentile of the gaps between them (nearest rank), in
+    /// seconds; `None` with fewer than two samples.
+    pub gap_seconds: Option<f64>,
+}
+
+/// Most recent accepted postbacks the gap statistic reads per (app, partner): a
+/// bound on the work of one read, whatever a partner's volume.
+pub const MAX_GAP_SAMPLES: i64 = 100_000;
+
+/// What stale detection reads (`store/<backend>/health.rs`): stored times only, so
+/// every node of a fleet reaches the same answer.
+#[async_trait]
+pub trait HealthStore: Send + Sync + 'static {
+    /// Every `partner_connections` row of `app` (of every app when `None`) with the
+    /// time of its newest accepted postback.
+    async fn last_accepted(&self, app: Option<AppId>) -> Result<Vec<LastAccepted>, StoreError>;
+
+    /// The gaps between the accepted postbacks of (`app`, `partner`) received in
+    /// [`since`, `until`] (the newest [`MAX_GAP_SAMPLES`] of them): how many there
+    /// were and the `percentile` (1–100, nearest rank) of their gaps.
+    async fn accepted_gaps(
+        &self,
+        app: AppId,
+        partner: PartnerId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        percentile: u8,
+    ) -> Result<GapStats, StoreError>;
+}
+
+/// The text of `accepted_gaps`, the same on both engines but for the seconds between
+/// two `received_at` values (`{diff}`, over columns `received_at` and `prev`). Binds:
+/// app, partner, since, until, sample cap, 100 − percentile. The gap of rank
+/// `n·(100−p)/100 + 1` from the longest is the nearest-rank p-th percentile.
+pub(crate) fn accepted_gaps_sql(diff: &str) -> String {
+    format!(
+        "with recent as ( \
+             select received_at from postback_events \
+             where app_id = $1 and partner = $2 and received_at >= $3 and received_at <= $4 \
+             order by received_at desc limit $5), \
+         gaps as ( \
+             select {diff} as gap from ( \
+                 select received_at, lag(received_at) over (order by received_at) as prev \
+                 from recent) t \
+             where prev is not null), \
+         ranked as ( \
+             select gap, row_number() over (order by gap desc) as rn, count(*) over () as n \
+             from gaps) \
+         select (select count(*) from recent) as samples, \
+             (select gap from ranked where rn = (n * $6) / 100 + 1) as gap"
+    )
+}
+
 /// How long stored deliveries are kept (`[retention]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -379,7 +465,16 @@ pub(crate) fn first_kept_month(now: DateTime<Utc>, events_days: u32) -> chrono::
 /// `Arc<dyn Store>`; bring the concern traits into scope with `use crate::store::prelude::*`.
 #[async_trait]
 pub trait Store:
-    AppStore + IngestStore + ReadStore + MaintenanceStore + DeliveryStore + Send + Sync + 'static
+    AppStore
+    + IngestStore
+    + ReadStore
+    + MaintenanceStore
+    + DeliveryStore
+    + DryRunStore
+    + HealthStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -4,10 +4,13 @@
 mod helpers;
 
 mod admin;
+mod check_url;
 mod cli;
 mod connections;
 mod crash;
 mod deliveries;
+mod deploy;
+mod dry_run;
 mod failover;
 mod fleet;
 mod health;
@@ -23,3 +26,4 @@ mod quota;
 mod schema;
 mod secrets;
 mod shutdown;
+mod stale;

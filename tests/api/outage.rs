@@ -275,7 +275,7 @@ async fn postgres_outage_under_load_answers_503_fast_and_recovers_without_restar
 }
 
 /// host:port of a `postgres://user@host:port/db` URL.
-fn pg_socket_addr(url: &str) -> std::net::SocketAddr {
+pub fn pg_socket_addr(url: &str) -> std::net::SocketAddr {
     let rest = url.split_once('@').map_or(url, |(_, r)| r);
     let hostport = rest.split('/').next().unwrap();
     let hostport = if hostport.contains(':') {

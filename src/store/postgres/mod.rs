@@ -22,6 +22,8 @@ use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Seg
 
 mod apps;
 mod deliveries;
+mod dry_run;
+mod health;
 mod ingest;
 mod maintenance;
 mod reads;
