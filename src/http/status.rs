@@ -26,6 +26,7 @@ use crate::domain::{AppId, PartnerId};
 use crate::dry_run::{DryRunAnswer, DryRunRequest};
 use crate::keys::Caller;
 use crate::partners::{InputFormat, Method};
+use crate::store::deliveries::{DeliveryFilter, DeliveryRecord};
 use crate::store::{AppRecord, ChartSource, DailySourceCount};
 
 const CHART_DAYS: i64 = 30;
@@ -181,8 +182,13 @@ struct PageData {
     app: AppRecord,
     partners: Vec<PartnerOut>,
     daily: Vec<DailySourceCount>,
+    /// The newest deliveries of each partner (by its id), newest first.
+    recent: std::collections::HashMap<String, Vec<DeliveryRecord>>,
     now: DateTime<Utc>,
 }
+
+/// Rows of the "Recent deliveries" table under each partner.
+const RECENT_DELIVERIES: u32 = 20;
 
 async fn load(state: &AppState, app: &AppRecord) -> Result<PageData, AppError> {
     let partners = partner_overview(state, app).await?;
@@ -192,10 +198,23 @@ async fn load(state: &AppState, app: &AppRecord) -> Result<PageData, AppError> {
         .store
         .daily_installs_by_source(app.id, since, CHART_SOURCES as u32)
         .await?;
+    let mut recent = std::collections::HashMap::new();
+    for partner in PartnerId::ALL {
+        let filter = DeliveryFilter {
+            partner: Some(partner),
+            ..DeliveryFilter::default()
+        };
+        let rows = state
+            .store
+            .list_deliveries(app.id, &filter, None, RECENT_DELIVERIES)
+            .await?;
+        recent.insert(partner.as_str().to_owned(), rows);
+    }
     Ok(PageData {
         app: app.clone(),
         partners,
         daily,
+        recent,
         now,
     })
 }
@@ -396,7 +415,7 @@ fn render(state: &AppState, page: &PageData, tried: Option<&Tried>) -> Markup {
                     (chart(&page.daily, today))
                 }
                 @for p in &page.partners {
-                    (partner_section(p, &key_prefix, &token, page.now, tried.filter(|t| t.partner.as_str() == p.partner)))
+                    (partner_section(p, &key_prefix, &token, page.now, tried.filter(|t| t.partner.as_str() == p.partner), page.recent.get(&p.partner).map_or(&[][..], Vec::as_slice)))
                 }
             }
         }
@@ -426,6 +445,7 @@ fn partner_section(
     token: &str,
     now: DateTime<Utc>,
     tried: Option<&Tried>,
+    recent: &[DeliveryRecord],
 ) -> Markup {
     let partner: PartnerId = p.partner.parse().unwrap_or(PartnerId::Kochava);
     html! {
@@ -448,6 +468,7 @@ fn partner_section(
                 }
             }
             (counters(p))
+            (recent_deliveries(recent, now))
             details.test open[tried.is_some()] {
                 summary { "Send a test postback" }
                 p.muted {
@@ -470,6 +491,54 @@ fn partner_section(
                 }
                 @if let Some(t) = tried {
                     (answer(&t.answer))
+                }
+            }
+        }
+    }
+}
+
+/// The partner's last deliveries: when, verdict, reason and segments, each with its
+/// details (request id, identifiers, payload) one click away.
+fn recent_deliveries(rows: &[DeliveryRecord], now: DateTime<Utc>) -> Markup {
+    let segments = |d: &DeliveryRecord| -> String {
+        let Some(s) = &d.segments else {
+            return String::new();
+        };
+        ["source", "campaign", "adgroup", "ad"]
+            .iter()
+            .filter_map(|k| s.get(*k).and_then(|v| v.as_str()))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    html! {
+        details.deliveries data-deliveries {
+            summary { "Recent deliveries (" (rows.len()) ")" }
+            @if rows.is_empty() {
+                p.muted { "No postbacks from this partner yet." }
+            } @else {
+                table {
+                    thead { tr { th { "When" } th { "Answer" } th { "Why" } th { "Segments" } } }
+                    tbody {
+                        @for d in rows {
+                            tr data-verdict=(d.answer.verdict.as_str()) {
+                                td { (time_ago(Some(d.received_at), now)) }
+                                td { (d.answer.status) " " (d.answer.verdict.as_str()) }
+                                td {
+                                    (d.answer.reason)
+                                    details {
+                                        summary { "details" }
+                                        dl {
+                                            dt { "Request id" } dd { code { (d.request_id) } }
+                                            @if let Some(id) = d.answer.event_id { dt { "Event id" } dd { code { (id) } } }
+                                            @if let Some(ids) = &d.identifiers { dt { "Identifiers" } dd { code { (ids) } } }
+                                            dt { "Payload" } dd { code { (d.payload) } }
+                                        }
+                                    }
+                                }
+                                td { (segments(d)) }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -758,7 +827,7 @@ fn source_label(source: &ChartSource) -> String {
 const STYLE: &str = r#"
 *{box-sizing:border-box}body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:960px;padding:16px;color:#111827;background:#f9fafb}
 nav{color:#6b7280;font-size:14px}nav strong{color:#111827}h1{font-size:22px;margin:8px 0}h2{font-size:17px;margin:0 0 8px;display:flex;align-items:center;gap:8px}
-.muted{color:#6b7280}.apps{list-style:none;padding:0}.apps li{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px 16px;margin:8px 0}section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px;margin:12px 0}
+table{width:100%;border-collapse:collapse;font-size:13px}th,td{text-align:left;padding:4px 6px;border-top:1px solid #e5e7eb;vertical-align:top}td code{word-break:break-all}.muted{color:#6b7280}.apps{list-style:none;padding:0}.apps li{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px 16px;margin:8px 0}section{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:16px;margin:12px 0}
 .dot{display:inline-block;width:12px;height:12px;border-radius:50%}.dot.green{background:#16a34a}.dot.amber{background:#f59e0b}.dot.grey{background:#9ca3af}
 .summary{font-size:15px;margin:4px 0 12px}.stale{color:#b45309}.warn{color:#92400e}li.warn{background:#fef3c7;border-radius:4px;padding:0 6px}p.warn{font-size:13px;margin:6px 0 0}
 details.test{margin-top:10px;font-size:14px}details.test summary{cursor:pointer;color:#2563eb}form{display:grid;gap:6px;margin:6px 0}

@@ -143,6 +143,13 @@ async fn browser_shows_green_for_connected_grey_for_the_rest_and_the_chart(backe
     );
     assert!(kochava.contains("<strong>0</strong> events<"), "{kochava}");
     assert!(
+        kochava.contains("data-deliveries")
+            && kochava.contains("data-verdict=\"accepted\"")
+            && kochava.contains("install stored")
+            && kochava.contains("Liftoff / c"),
+        "the recent deliveries table: {kochava}"
+    );
+    assert!(
         dom.contains("1 of 6 partners connected"),
         "the summary line"
     );
