@@ -26,7 +26,7 @@ use crate::domain::{AppId, PartnerId};
 use crate::dry_run::{DryRunAnswer, DryRunRequest};
 use crate::keys::Caller;
 use crate::partners::{InputFormat, Method};
-use crate::store::deliveries::{DeliveryFilter, DeliveryRecord};
+use crate::store::deliveries::{DeliveryFilter, DeliveryRecord, Verdict};
 use crate::store::{AppRecord, ChartSource, DailySourceCount};
 
 const CHART_DAYS: i64 = 30;
@@ -184,6 +184,8 @@ struct PageData {
     daily: Vec<DailySourceCount>,
     /// The newest deliveries of each partner (by its id), newest first.
     recent: std::collections::HashMap<String, Vec<DeliveryRecord>>,
+    /// The newest refused (400) or rate-limited (429) delivery of each partner.
+    last_refused: std::collections::HashMap<String, DeliveryRecord>,
     now: DateTime<Utc>,
 }
 
@@ -199,6 +201,7 @@ async fn load(state: &AppState, app: &AppRecord) -> Result<PageData, AppError> {
         .daily_installs_by_source(app.id, since, CHART_SOURCES as u32)
         .await?;
     let mut recent = std::collections::HashMap::new();
+    let mut last_refused = std::collections::HashMap::new();
     for partner in PartnerId::ALL {
         let filter = DeliveryFilter {
             partner: Some(partner),
@@ -209,12 +212,30 @@ async fn load(state: &AppState, app: &AppRecord) -> Result<PageData, AppError> {
             .list_deliveries(app.id, &filter, None, RECENT_DELIVERIES)
             .await?;
         recent.insert(partner.as_str().to_owned(), rows);
+        let mut refused = Vec::new();
+        for verdict in [Verdict::Invalid, Verdict::RateLimited] {
+            let filter = DeliveryFilter {
+                partner: Some(partner),
+                verdict: Some(verdict),
+                ..DeliveryFilter::default()
+            };
+            refused.extend(
+                state
+                    .store
+                    .list_deliveries(app.id, &filter, None, 1)
+                    .await?,
+            );
+        }
+        if let Some(newest) = refused.into_iter().max_by_key(|d| (d.received_at, d.id)) {
+            last_refused.insert(partner.as_str().to_owned(), newest);
+        }
     }
     Ok(PageData {
         app: app.clone(),
         partners,
         daily,
         recent,
+        last_refused,
         now,
     })
 }
@@ -415,7 +436,7 @@ fn render(state: &AppState, page: &PageData, tried: Option<&Tried>) -> Markup {
                     (chart(&page.daily, today))
                 }
                 @for p in &page.partners {
-                    (partner_section(p, &key_prefix, &token, page.now, tried.filter(|t| t.partner.as_str() == p.partner), page.recent.get(&p.partner).map_or(&[][..], Vec::as_slice)))
+                    (partner_section(p, &key_prefix, &token, page.now, tried.filter(|t| t.partner.as_str() == p.partner), page.recent.get(&p.partner).map_or(&[][..], Vec::as_slice), page.last_refused.get(&p.partner)))
                 }
             }
         }
@@ -446,6 +467,7 @@ fn partner_section(
     now: DateTime<Utc>,
     tried: Option<&Tried>,
     recent: &[DeliveryRecord],
+    last_refused: Option<&DeliveryRecord>,
 ) -> Markup {
     let partner: PartnerId = p.partner.parse().unwrap_or(PartnerId::Kochava);
     html! {
@@ -468,6 +490,11 @@ fn partner_section(
                 }
             }
             (counters(p))
+            @if let Some(r) = last_refused {
+                p.warn data-last-refused {
+                    "Last refused " (time_ago(Some(r.received_at), now)) " (" (r.answer.status) "): " (r.answer.reason)
+                }
+            }
             (recent_deliveries(recent, now))
             details.test open[tried.is_some()] {
                 summary { "Send a test postback" }

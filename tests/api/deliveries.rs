@@ -132,6 +132,26 @@ async fn each_verdict_is_logged_with_its_reason(backend: Backend) {
             .status(),
         400
     );
+    // The page names the last refusal and lists the deliveries.
+    let page = app
+        .client
+        .get(app.url(&format!("/apps/{}/attribution", app.app_id)))
+        .basic_auth("ops", Some(crate::helpers::ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("data-last-refused")
+            && page.contains("(400): no device or user identifier present"),
+        "the last refusal on the page"
+    );
+    assert!(
+        page.contains("data-verdict=\"rate_limited\""),
+        "the deliveries table"
+    );
     app.stop().await;
 }
 
