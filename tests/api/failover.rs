@@ -274,8 +274,15 @@ async fn drill(failure: Failure) {
         stored.values().all(|ids| ids.len() == 1),
         "no install is stored twice"
     );
+    // A connection that went silent cannot be told from a slow one before its
+    // batch's deadline (the request timeout): a batch caught on it at the promotion
+    // holds its writer until then, so the silent drill allows that much more.
+    let bound = match failure {
+        Failure::Crash => RECOVERY,
+        Failure::Silent => RECOVERY + REQUEST_TIMEOUT,
+    };
     assert!(
-        recovered <= RECOVERY,
+        recovered <= bound,
         "the first postback accepted after the promotion came {recovered:?} after it"
     );
 
