@@ -4,6 +4,7 @@ use super::*;
 use crate::store::batch::quota_window;
 
 conformance!(
+    a_delivery_row_written_twice_keeps_the_first_and_fails_nothing,
     install_quota_grants_new_installs_only_and_stores_none_over_it,
     concurrent_batches_share_an_install_quota_exactly,
     a_known_users_new_identifier_joins_that_user,
@@ -788,4 +789,47 @@ async fn a_known_users_new_identifier_joins_that_user(store: &dyn Store, probe: 
         .expect("lookup")
         .expect("found by its new identifier");
     assert_eq!(found.event_id, first);
+}
+
+/// A batch that seemed to fail may have committed (a connection gone silent at the
+/// commit): its log rows, kept for the next batch, must not fail that batch.
+async fn a_delivery_row_written_twice_keeps_the_first_and_fails_nothing(
+    store: &dyn Store,
+    _: &Probe,
+) {
+    use crate::store::deliveries::{Answer, Decided, DeliveryFilter, NewDelivery, Verdict};
+    use crate::store::Batch;
+    let app = create_sample_app(store).await;
+    let row = NewDelivery {
+        id: Uuid::now_v7(),
+        app_id: app,
+        partner: PartnerId::Kochava,
+        method: "POST",
+        received_at: t0(),
+        request_id: "req-1".into(),
+        decided: Decided::Already(Answer {
+            status: 200,
+            verdict: Verdict::Organic,
+            reason: "organic: network_name is \"Organic\"".into(),
+            event_id: None,
+        }),
+        segments: None,
+        identifiers: None,
+        payload: "{}".into(),
+    };
+    for attempt in 0..2 {
+        store
+            .record(Batch {
+                deliveries: std::slice::from_ref(&row),
+                ..Batch::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e:?}"));
+    }
+    let rows = store
+        .list_deliveries(app, &DeliveryFilter::default(), None, 10)
+        .await
+        .expect("list");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].request_id, "req-1");
 }

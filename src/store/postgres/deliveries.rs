@@ -8,7 +8,9 @@ use crate::store::deliveries::{
     UnauthenticatedDelivery, Verdict,
 };
 
-/// The batch's log rows, in its transaction.
+/// The batch's log rows, in its transaction. A row kept from a batch that seemed to
+/// fail may be in the table already (the commit landed before the connection went
+/// silent): the first copy stays.
 pub(super) async fn insert(
     conn: &mut PgConnection,
     batch: &Batch<'_>,
@@ -28,7 +30,8 @@ pub(super) async fn insert(
                  $6::int2[], $7::text[], $8::text[], $9::uuid[], $10::text[], $11::text[], \
                  $12::text[], $13::text[]) \
                as t(app_id, id, received_at, partner, method, status, verdict, reason, \
-                 event_id, request_id, segments, identifiers, payload)",
+                 event_id, request_id, segments, identifiers, payload) \
+             on conflict do nothing",
         )
         .bind(
             rows.iter()
@@ -68,7 +71,8 @@ pub(super) async fn insert(
             "insert into unauthenticated_deliveries (id, received_at, partner, method, status, \
                  reason, key_prefix, request_id) \
              select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], \
-                 $5::int2[], $6::text[], $7::text[], $8::text[])",
+                 $5::int2[], $6::text[], $7::text[], $8::text[]) \
+             on conflict do nothing",
         )
         .bind(unauth.iter().map(|u| u.id).collect::<Vec<_>>())
         .bind(unauth.iter().map(|u| u.received_at).collect::<Vec<_>>())

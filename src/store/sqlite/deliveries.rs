@@ -27,7 +27,7 @@ pub(super) async fn insert(
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "insert into deliveries (app_id, id, received_at, partner, method, status, verdict, \
+            "insert or ignore into deliveries (app_id, id, received_at, partner, method, status, verdict, \
                  reason, event_id, request_id, segments, identifiers, payload) values {values}"
         );
         let mut query = sqlx::query(&sql);
@@ -51,7 +51,7 @@ pub(super) async fn insert(
     }
     for u in batch.unauthenticated {
         sqlx::query(
-            "insert into unauthenticated_deliveries (id, received_at, partner, method, status, \
+            "insert or ignore into unauthenticated_deliveries (id, received_at, partner, method, status, \
                  reason, key_prefix, request_id) values ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(uuid_text(u.id))
