@@ -436,7 +436,8 @@ impl LogDraft<'_, '_> {
                 let text = mask_keys(&String::from_utf8_lossy(body)).replace('\0', "\u{FFFD}");
                 serde_json::json!({ "body": text }).to_string()
             }
-            _ => Value::Object(delivery.fields.clone()).to_string(),
+            // Serialised from the borrowed map: no copy of the fields.
+            _ => serde_json::to_string(&delivery.fields).unwrap_or_default(),
         };
         self.base(Decided::Already(answer), cut(payload, self.payload_max))
     }
@@ -448,7 +449,10 @@ impl LogDraft<'_, '_> {
         raw: &partners::Fields,
         install_quota: Option<u32>,
     ) -> NewDelivery {
-        let payload = cut(Value::Object(raw.clone()).to_string(), self.payload_max);
+        let payload = cut(
+            serde_json::to_string(raw).unwrap_or_default(),
+            self.payload_max,
+        );
         let mut row = self.base(
             Decided::ByEvent {
                 index: 0,
