@@ -34,6 +34,7 @@ use crate::telemetry;
 
 mod admin;
 mod auth;
+mod chart;
 mod deliveries;
 mod dry_run;
 pub mod error;

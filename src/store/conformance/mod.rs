@@ -63,7 +63,9 @@ mod health;
 mod ingest;
 mod maintenance;
 mod migrations;
+mod quota;
 mod reads;
+mod summaries;
 
 async fn run_on_sqlite(check: Check) {
     let dir = tempfile::tempdir().expect("temp dir");
