@@ -103,8 +103,17 @@ pub(super) async fn insert(
     Ok(())
 }
 
+/// The JSON columns come back as text and are parsed here: a payload that jsonb
+/// keeps exactly (a number beyond what a double holds) must not fail the listing.
 const COLUMNS: &str = "id, received_at, partner, method, status, verdict, reason, event_id, \
-     request_id, segments, identifiers, payload";
+     request_id, segments::text as segments, identifiers::text as identifiers, \
+     payload::text as payload";
+
+fn json_col(row: &PgRow, col: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    Ok(row.try_get::<Option<String>, _>(col)?.map(|text| {
+        serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "unparsed": text }))
+    }))
+}
 
 fn record(row: &PgRow) -> Result<DeliveryRecord, sqlx::Error> {
     let verdict: String = row.try_get("verdict")?;
@@ -120,9 +129,9 @@ fn record(row: &PgRow) -> Result<DeliveryRecord, sqlx::Error> {
             event_id: row.try_get("event_id")?,
         },
         request_id: row.try_get("request_id")?,
-        segments: row.try_get("segments")?,
-        identifiers: row.try_get("identifiers")?,
-        payload: row.try_get("payload")?,
+        segments: json_col(row, "segments")?,
+        identifiers: json_col(row, "identifiers")?,
+        payload: json_col(row, "payload")?.unwrap_or_default(),
     })
 }
 

@@ -73,7 +73,10 @@ const COLUMNS: &str = "id, received_at, partner, method, status, verdict, reason
 
 fn json_col(row: &SqliteRow, col: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
     row.try_get::<Option<String>, _>(col)?
-        .map(|text| serde_json::from_str(&text).map_err(|_| decode_error(col, &text)))
+        .map(|text| {
+            Ok(serde_json::from_str(&text)
+                .unwrap_or_else(|_| serde_json::json!({ "unparsed": text })))
+        })
         .transpose()
 }
 
