@@ -50,6 +50,46 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub deliveries: DeliveriesConfig,
     pub stale: StaleConfig,
+    pub forwarding: ForwardingConfig,
+    pub tls: TlsConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// Forwarding to destinations (signed webhooks from the outbox).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingConfig {
+    /// Allow destination URLs on loopback, link-local and private addresses (SSRF guard off).
+    pub allow_private_targets: bool,
+    /// The longest one delivery attempt may take, in milliseconds.
+    pub attempt_timeout_ms: u64,
+    /// The first retry's delay, in milliseconds; it doubles per attempt (with jitter).
+    pub retry_initial_ms: u64,
+    /// The longest delay between two attempts, in milliseconds.
+    pub retry_max_ms: u64,
+    /// A message not delivered within this many hours is dead; a destination failing
+    /// continuously for longer is disabled.
+    pub horizon_hours: u32,
+    /// Attempts in flight at once per destination, per process.
+    pub max_in_flight: u32,
+}
+
+/// HTTPS on the main listener (rustls); both empty means plain HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_path: String,
+    /// PEM private key.
+    pub key_path: String,
+}
+
+/// How long personal fields of stored events are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Days after which an event's raw payload, IP address and user agent are cleared.
+    pub raw_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod dry_run;
+pub mod forwarding;
 pub mod http;
 pub mod ingest;
 pub mod keys;

@@ -11,11 +11,13 @@ use crate::domain::{AppId, ConnectionStatus, KeyHash, NewEvent, Tier};
 
 mod batch;
 pub mod deliveries;
+pub mod forwarding;
 pub mod postgres;
 pub mod sqlite;
 
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
+    pub use super::forwarding::DestinationStore;
     pub use super::{
         AppStore, DeliveryStore, DryRunStore, HealthStore, IngestStore, MaintenanceStore,
         ReadStore, Store,
@@ -472,6 +474,7 @@ pub trait Store:
     + DeliveryStore
     + DryRunStore
     + HealthStore
+    + forwarding::DestinationStore
     + Send
     + Sync
     + 'static

@@ -22,6 +22,7 @@ use crate::domain::{AppId, ConnectionStatus, Identifiers, KeyHash, NewEvent, Seg
 
 mod apps;
 mod deliveries;
+mod destinations;
 mod dry_run;
 mod health;
 mod ingest;
