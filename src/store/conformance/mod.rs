@@ -63,6 +63,7 @@ mod health;
 mod ingest;
 mod maintenance;
 mod migrations;
+mod outbox_writes;
 mod quota;
 mod reads;
 mod summaries;
