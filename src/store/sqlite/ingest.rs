@@ -173,14 +173,15 @@ async fn enqueue_messages(
     let created = attributed.iter().map(|&(i, e, a)| (i, e, Some(a)));
     for (i, event_id, attribution_id) in accepted.chain(created) {
         let app = events[i].app_id;
-        if !destinations.contains_key(&app) {
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "select id, what from destinations where app_id = $1 and enabled = 1",
-            )
-            .bind(uuid_text(app.as_uuid()))
-            .fetch_all(&mut *conn)
-            .await?;
-            destinations.insert(app, rows);
+        if let std::collections::hash_map::Entry::Vacant(slot) = destinations.entry(app) {
+            slot.insert(
+                sqlx::query_as(
+                    "select id, what from destinations where app_id = $1 and enabled = 1",
+                )
+                .bind(uuid_text(app.as_uuid()))
+                .fetch_all(&mut *conn)
+                .await?,
+            );
         }
         let (ty, wants) = match attribution_id {
             Some(_) => (ATTRIBUTION_CREATED, "attributions"),
