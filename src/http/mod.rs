@@ -36,6 +36,7 @@ mod admin;
 mod auth;
 mod chart;
 mod deliveries;
+mod destinations;
 mod dry_run;
 pub mod error;
 mod extract;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     pub max_body_bytes: usize,
     pub admin_token: Secret,
+    /// `forwarding.allow_private_targets`: the SSRF rule is off for new destinations.
+    pub allow_private_targets: bool,
     /// Base of printed endpoint URLs.
     pub base_url: String,
     pub login_throttle: Arc<LoginThrottle>,
@@ -102,6 +105,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(dry_run::router())
         .merge(admin::router())
         .merge(deliveries::router())
+        .merge(destinations::router())
         .merge(status::router())
         .merge(health::router())
         .routes(utoipa_axum::routes!(openapi_json))
@@ -383,6 +387,9 @@ mod tests {
             ("/v1/apps/{app_id}/summary", "get"),
             ("/v1/apps/{app_id}/deliveries", "get"),
             ("/v1/apps/{app_id}/deliveries/{request_id}", "get"),
+            ("/v1/apps/{app_id}/destinations", "get"),
+            ("/v1/apps/{app_id}/destinations", "post"),
+            ("/v1/apps/{app_id}/destinations/{destination_id}", "delete"),
             ("/v1/deliveries/unauthenticated", "get"),
             ("/apps/{app_id}/attribution", "get"),
             ("/apps/{app_id}/attribution/test", "post"),
