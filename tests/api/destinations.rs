@@ -240,6 +240,19 @@ async fn api_adds_lists_and_removes_destinations_without_showing_secrets(backend
     }
     let anonymous = app.client.get(app.url(&path)).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
+    let put = app
+        .client
+        .put(app.url(&path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        put.headers()["allow"],
+        "GET, POST",
+        "405 lists the route's methods"
+    );
+    assert_error(put, 405, "method_not_allowed", "PUT destinations").await;
     app.stop().await;
 }
 
