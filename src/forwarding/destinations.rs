@@ -164,7 +164,8 @@ pub async fn add_destination(
             created_at: now(),
         })
         .await?;
-    tracing::info!(destination_id = %record.id, app_id = %app, url = %record.url,
+    // The host only: a webhook URL's path or query is often a capability of its own.
+    tracing::info!(destination_id = %record.id, app_id = %app, host = url.host_str().unwrap_or(""),
         what = what.as_str(), "destination added");
     Ok(CreatedDestination { record, secret })
 }

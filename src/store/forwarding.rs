@@ -166,7 +166,9 @@ pub trait DestinationStore: Send + Sync + 'static {
 
     /// Delete a destination and every outbox message of it, whatever their status,
     /// in one transaction. The number of messages deleted; `None` when there is no
-    /// such destination.
+    /// such destination. PostgreSQL locks the destination row first (`for update`):
+    /// a batch that reads destinations `for key share` then either commits its rows
+    /// before (and they are deleted too) or no longer sees the destination.
     async fn remove_destination(&self, id: Uuid) -> Result<Option<u64>, StoreError>;
 
     /// Replace a destination's signing secret (`whsec_…`); every attempt from now
