@@ -12,6 +12,7 @@ mod deliveries;
 mod deploy;
 mod dry_run;
 mod failover;
+mod feed;
 mod fleet;
 mod health;
 mod hostile;
