@@ -440,6 +440,17 @@ mod tests {
             (&limit["type"], &limit["minimum"], &limit["maximum"]),
             (&"integer".into(), &1.into(), &1000.into())
         );
+        let feed = "/v1/apps/{app_id}/attributions/feed";
+        assert_eq!(
+            param(feed, "limit"),
+            limit,
+            "the feed's limit is the users' one"
+        );
+        assert_eq!(
+            param(feed, "after")["pattern"],
+            "^([0-9]{1,18}-[0-9a-f]{32})?$",
+            "the cursors decode_feed_cursor accepts"
+        );
         let identifier = param("/v1/apps/{app_id}/users/lookup", "identifier");
         assert_eq!(identifier["oneOf"].as_array().unwrap().len(), 6);
         let dry_runs = PartnerId::ALL.map(|p| format!("/v1/postbacks/{p}/test"));
