@@ -277,6 +277,7 @@ pub fn documented_queries() -> Vec<(&'static str, Value)> {
     ];
     queries.extend(super::deliveries::documented_queries());
     queries.extend(super::destinations::documented_queries());
+    queries.extend(super::feed::documented_queries());
     queries
 }
 

@@ -40,6 +40,7 @@ mod destinations;
 mod dry_run;
 pub mod error;
 mod extract;
+mod feed;
 mod health;
 mod openapi;
 mod postbacks;
@@ -106,6 +107,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(deliveries::router())
         .merge(destinations::router())
+        .merge(feed::router())
         .merge(status::router())
         .merge(health::router())
         .routes(utoipa_axum::routes!(openapi_json))
@@ -433,6 +435,7 @@ mod tests {
             ("/v1/apps/{app_id}/destinations", "post"),
             ("/v1/apps/{app_id}/destinations/{destination_id}", "delete"),
             ("/v1/deliveries/unauthenticated", "get"),
+            ("/v1/apps/{app_id}/attributions/feed", "get"),
             ("/apps/{app_id}/attribution", "get"),
             ("/apps/{app_id}/attribution/test", "post"),
             ("/apps", "get"),
@@ -505,6 +508,17 @@ mod tests {
         assert_eq!(
             (&limit["type"], &limit["minimum"], &limit["maximum"]),
             (&"integer".into(), &1.into(), &1000.into())
+        );
+        let feed = "/v1/apps/{app_id}/attributions/feed";
+        assert_eq!(
+            param(feed, "limit"),
+            limit,
+            "the feed's limit is the users' one"
+        );
+        assert_eq!(
+            param(feed, "after")["pattern"],
+            "^([0-9]{1,18}-[0-9a-f]{32})?$",
+            "the cursors decode_feed_cursor accepts"
         );
         let identifier = param("/v1/apps/{app_id}/users/lookup", "identifier");
         assert_eq!(identifier["oneOf"].as_array().unwrap().len(), 6);

@@ -11,12 +11,14 @@ use crate::domain::{AppId, ConnectionStatus, KeyHash, NewEvent, Tier};
 
 mod batch;
 pub mod deliveries;
+pub mod feed;
 pub mod forwarding;
 pub mod postgres;
 pub mod sqlite;
 
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
+    pub use super::feed::FeedStore;
     pub use super::forwarding::DestinationStore;
     pub use super::{
         AppStore, DeliveryStore, DryRunStore, HealthStore, IngestStore, MaintenanceStore,
@@ -475,6 +477,7 @@ pub trait Store:
     + DryRunStore
     + HealthStore
     + forwarding::DestinationStore
+    + feed::FeedStore
     + Send
     + Sync
     + 'static

@@ -13,6 +13,7 @@ mod deploy;
 mod destinations;
 mod dry_run;
 mod failover;
+mod feed;
 mod fleet;
 mod health;
 mod hostile;

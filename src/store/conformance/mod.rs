@@ -60,6 +60,7 @@ macro_rules! conformance {
 
 mod apps;
 mod destinations;
+mod feed;
 mod health;
 mod ingest;
 mod maintenance;

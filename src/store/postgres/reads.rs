@@ -10,7 +10,8 @@ use super::*;
 // ---------------------------------------------------------------------------
 
 /// The columns [`attribution_record`] decodes, in table order.
-const ATTRIBUTION_COLUMNS: &str = "id, event_id, partner, source, campaign, adgroup, ad, \
+pub(super) const ATTRIBUTION_COLUMNS: &str =
+    "id, event_id, partner, source, campaign, adgroup, ad, \
      user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at";
 
 /// The filters that are set, as (column, value), in a fixed column order.
@@ -95,7 +96,7 @@ pub fn bind_summary<'q>(
 }
 
 /// A row selected with [`ATTRIBUTION_COLUMNS`].
-fn attribution_record(row: &PgRow) -> Result<AttributionRecord, sqlx::Error> {
+pub(super) fn attribution_record(row: &PgRow) -> Result<AttributionRecord, sqlx::Error> {
     Ok(AttributionRecord {
         id: row.try_get("id")?,
         event_id: row.try_get("event_id")?,

@@ -26,6 +26,7 @@ mod apps;
 mod deliveries;
 mod destinations;
 mod dry_run;
+mod feed;
 mod health;
 mod ingest;
 mod maintenance;

@@ -7,7 +7,8 @@ use super::*;
 // ---------------------------------------------------------------------------
 
 /// The columns [`attribution_record`] decodes, in table order.
-const ATTRIBUTION_COLUMNS: &str = "id, event_id, partner, source, campaign, adgroup, ad, \
+pub(super) const ATTRIBUTION_COLUMNS: &str =
+    "id, event_id, partner, source, campaign, adgroup, ad, \
      user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at";
 
 /// The filters that are set, as (column, value), in a fixed column order.
@@ -24,7 +25,7 @@ fn user_filters(filter: &UserFilter) -> impl Iterator<Item = (&'static str, &str
 }
 
 /// A row selected with [`ATTRIBUTION_COLUMNS`].
-fn attribution_record(row: &SqliteRow) -> Result<AttributionRecord, sqlx::Error> {
+pub(super) fn attribution_record(row: &SqliteRow) -> Result<AttributionRecord, sqlx::Error> {
     Ok(AttributionRecord {
         id: uuid_col(row, "id")?,
         event_id: uuid_col(row, "event_id")?,
