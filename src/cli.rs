@@ -186,7 +186,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         Command::Prune { dry_run, json } => {
             let store = open_store(&config).await?;
             let report = store
-                .prune(chrono::Utc::now(), config.retention.policy(), dry_run)
+                .prune(chrono::Utc::now(), config.retention_policy(), dry_run)
                 .await;
             store.close().await;
             let report = report?;
@@ -194,7 +194,8 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                 println!(
                     "{}",
                     json!({"dry_run": dry_run, "months": report.months,
-                           "events": report.events, "dedupe_keys": report.dedupe_keys})
+                           "events": report.events, "dedupe_keys": report.dedupe_keys,
+                           "raw_cleared": report.raw_cleared})
                 );
             } else {
                 let verb = if dry_run { "would remove" } else { "removed" };
@@ -203,9 +204,11 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                 } else {
                     report.months.join(", ")
                 };
+                let clear = if dry_run { "would clear" } else { "cleared" };
                 println!(
-                    "{verb}: {} events (months: {months}), {} dedupe keys",
-                    report.events, report.dedupe_keys
+                    "{verb}: {} events (months: {months}), {} dedupe keys; {clear} the raw \
+                     payload, IP address and user agent of {} events",
+                    report.events, report.dedupe_keys, report.raw_cleared
                 );
             }
             Ok(())

@@ -210,15 +210,6 @@ impl StaleConfig {
     }
 }
 
-impl RetentionConfig {
-    pub fn policy(&self) -> crate::store::RetentionPolicy {
-        crate::store::RetentionPolicy {
-            events_days: self.events_days,
-            dedupe_days: self.dedupe_days,
-        }
-    }
-}
-
 /// A string that never prints its value.
 #[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
@@ -431,6 +422,15 @@ impl Config {
             format!("http://{bound}")
         } else {
             self.public_base_url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    /// What `prune` removes and clears: `retention.*` and `privacy.raw_days`.
+    pub fn retention_policy(&self) -> crate::store::RetentionPolicy {
+        crate::store::RetentionPolicy {
+            events_days: self.retention.events_days,
+            dedupe_days: self.retention.dedupe_days,
+            raw_days: self.privacy.raw_days,
         }
     }
 

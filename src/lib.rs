@@ -159,7 +159,7 @@ impl App {
         if config.retention.prune_every_hours > 0 {
             tokio::spawn(retention::prune_loop(
                 store.clone(),
-                config.retention.policy(),
+                config.retention_policy(),
                 Duration::from_secs(u64::from(config.retention.prune_every_hours) * 3600),
                 background.clone(),
             ));

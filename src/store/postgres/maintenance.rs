@@ -109,7 +109,65 @@ impl MaintenanceStore for PgStore {
                 .rows_affected()
         };
         report.dedupe_keys = keys;
+        report.raw_cleared = self
+            .clear_raw(now, policy.raw_days, utc_midnight(keep_from), dry_run)
+            .await?;
         Ok(report)
+    }
+}
+
+/// Rows cleared per statement: each chunk commits on its own, so a large backlog
+/// (the first prune after an upgrade) never holds one long transaction.
+const RAW_CHUNK: i64 = 5_000;
+
+/// Rows not cleared yet; the same predicate as the partial index
+/// `postback_events_raw_kept` (migration 0014), so the planner can use it.
+const RAW_KEPT: &str = "(raw_payload <> '{}'::jsonb or ip is not null or user_agent is not null)";
+
+impl PgStore {
+    /// Clear the raw payload, IP address and user agent of events received before
+    /// `now - raw_days` (and, in a dry run, not in a month the prune drops anyway).
+    async fn clear_raw(
+        &self,
+        now: DateTime<Utc>,
+        raw_days: u32,
+        kept_from: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        let cutoff = now - chrono::Duration::days(i64::from(raw_days));
+        if dry_run {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "select count(*) from postback_events \
+                 where received_at < $1 and received_at >= $2 and {RAW_KEPT}"
+            ))
+            .bind(cutoff)
+            .bind(kept_from)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+            return Ok(n as u64);
+        }
+        let sql = format!(
+            "update postback_events e set raw_payload = '{{}}'::jsonb, ip = null, \
+                 user_agent = null \
+             from (select app_id, id, received_at from postback_events \
+                   where received_at < $1 and {RAW_KEPT} limit $2) c \
+             where e.app_id = c.app_id and e.id = c.id and e.received_at = c.received_at"
+        );
+        let mut cleared = 0;
+        loop {
+            let n = sqlx::query(&sql)
+                .bind(cutoff)
+                .bind(RAW_CHUNK)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            cleared += n;
+            if n < RAW_CHUNK as u64 {
+                return Ok(cleared);
+            }
+        }
     }
 }
 

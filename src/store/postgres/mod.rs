@@ -27,6 +27,7 @@ mod dry_run;
 mod health;
 mod ingest;
 mod maintenance;
+mod privacy;
 mod reads;
 
 #[doc(hidden)]
