@@ -36,6 +36,9 @@ pub enum Command {
     /// Manage apps and their API keys.
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Erase a user on request (GDPR, CCPA).
+    #[command(subcommand)]
+    Users(crate::users_cli::UsersCommand),
     /// Read the delivery log: what each postback was answered, and why.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
@@ -53,7 +56,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove stored events and dedupe keys past retention (`retention.*`).
+    /// Remove stored events and dedupe keys past retention (`retention.*`), and clear
+    /// the raw payload, IP address and user agent of events past `privacy.raw_days`.
     Prune {
         /// Report what would go, remove nothing.
         #[arg(long)]
@@ -212,6 +216,12 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                 );
             }
             Ok(())
+        }
+        Command::Users(cmd) => {
+            let store = open_store(&config).await?;
+            let result = crate::users_cli::run(cmd, store.as_ref()).await;
+            store.close().await;
+            result
         }
         Command::Apps(cmd) => {
             let store = open_store(&config).await?;

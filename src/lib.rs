@@ -29,6 +29,7 @@ pub mod retention;
 pub mod stale;
 pub mod store;
 pub mod telemetry;
+pub mod users_cli;
 pub mod writer;
 
 use apps::CreatedApp;
@@ -56,6 +57,9 @@ pub enum StartError {
     Apps(#[from] apps::AppsError),
     #[error("server")]
     Serve(#[from] std::io::Error),
+    /// `users erase` was given an empty identifier.
+    #[error("the identifier is empty")]
+    EmptyIdentifier,
     /// `check-url` found problems; they are printed already.
     #[error("the URL has problems (listed above)")]
     UrlCheckFailed,

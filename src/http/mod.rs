@@ -37,6 +37,7 @@ mod auth;
 mod chart;
 mod deliveries;
 mod dry_run;
+mod erasure;
 pub mod error;
 mod extract;
 mod health;
@@ -379,6 +380,8 @@ mod tests {
             ("/v1/apps", "get"),
             ("/v1/apps/{app_id}/partners", "get"),
             ("/v1/apps/{app_id}/users", "get"),
+            ("/v1/apps/{app_id}/users", "delete"),
+            ("/v1/apps/{app_id}/erasures", "get"),
             ("/v1/apps/{app_id}/users/lookup", "get"),
             ("/v1/apps/{app_id}/summary", "get"),
             ("/v1/apps/{app_id}/deliveries", "get"),

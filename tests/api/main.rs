@@ -11,6 +11,7 @@ mod crash;
 mod deliveries;
 mod deploy;
 mod dry_run;
+mod erasure;
 mod failover;
 mod fleet;
 mod health;

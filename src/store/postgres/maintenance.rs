@@ -147,24 +147,34 @@ impl PgStore {
             .map_err(store_error)?;
             return Ok(n as u64);
         }
-        let sql = format!(
-            "update postback_events e set raw_payload = '{{}}'::jsonb, ip = null, \
+        // Each chunk ends at the received_at of the RAW_CHUNK-th row left (an
+        // index scan of the partial index); the last one at the cutoff. Statements on
+        // one table, no self-join: every app's rows alike, as a fleet-wide job.
+        let next_bound = format!(
+            "select received_at from postback_events where received_at < $1 and {RAW_KEPT} \
+             order by received_at offset $2 limit 1"
+        );
+        let clear = format!(
+            "update postback_events set raw_payload = '{{}}'::jsonb, ip = null, \
                  user_agent = null \
-             from (select app_id, id, received_at from postback_events \
-                   where received_at < $1 and {RAW_KEPT} limit $2) c \
-             where e.app_id = c.app_id and e.id = c.id and e.received_at = c.received_at"
+             where received_at <= $1 and received_at < $2 and {RAW_KEPT}"
         );
         let mut cleared = 0;
         loop {
-            let n = sqlx::query(&sql)
+            let bound: Option<DateTime<Utc>> = sqlx::query_scalar(&next_bound)
                 .bind(cutoff)
                 .bind(RAW_CHUNK)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            cleared += sqlx::query(&clear)
+                .bind(bound.unwrap_or(cutoff))
+                .bind(cutoff)
                 .execute(&self.pool)
                 .await
                 .map_err(store_error)?
                 .rows_affected();
-            cleared += n;
-            if n < RAW_CHUNK as u64 {
+            if bound.is_none() {
                 return Ok(cleared);
             }
         }
