@@ -45,6 +45,7 @@ mod openapi;
 mod postbacks;
 pub mod serve;
 mod status;
+pub mod tls;
 
 pub use auth::LoginThrottle;
 use error::AppError;

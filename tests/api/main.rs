@@ -28,3 +28,4 @@ mod schema;
 mod secrets;
 mod shutdown;
 mod stale;
+mod tls;
