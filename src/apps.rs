@@ -191,7 +191,15 @@ impl Printout {
             (config.public_base_url(listen), None)
         } else if listen.ip().is_unspecified() {
             (
-                format!("http://YOUR_HOST:{}", listen.port()),
+                format!(
+                    "{}://YOUR_HOST:{}",
+                    if config.tls.enabled() {
+                        "https"
+                    } else {
+                        "http"
+                    },
+                    listen.port()
+                ),
                 Some(format!(
                     "the server listens on {listen}, on every interface: replace YOUR_HOST \
                      with the name partners reach it by, or set PUBLIC_BASE_URL"

@@ -42,6 +42,9 @@ pub enum Command {
     /// Manage an app's forwarding destinations (signed webhooks).
     #[command(subcommand)]
     Destinations(DestinationsCommand),
+    /// Erase a user on request (GDPR, CCPA).
+    #[command(subcommand)]
+    Users(crate::users_cli::UsersCommand),
     /// Read the delivery log: what each postback was answered, and why.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
@@ -59,7 +62,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove stored events and dedupe keys past retention (`retention.*`).
+    /// Remove stored events and dedupe keys past retention (`retention.*`), and clear
+    /// the raw payload, IP address and user agent of events past `privacy.raw_days`.
     Prune {
         /// Report what would go, remove nothing.
         #[arg(long)]
@@ -239,7 +243,7 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
         Command::Prune { dry_run, json } => {
             let store = open_store(&config).await?;
             let report = store
-                .prune(chrono::Utc::now(), config.retention.policy(), dry_run)
+                .prune(chrono::Utc::now(), config.retention_policy(), dry_run)
                 .await;
             store.close().await;
             let report = report?;
@@ -247,7 +251,8 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                 println!(
                     "{}",
                     json!({"dry_run": dry_run, "months": report.months,
-                           "events": report.events, "dedupe_keys": report.dedupe_keys})
+                           "events": report.events, "dedupe_keys": report.dedupe_keys,
+                           "raw_cleared": report.raw_cleared})
                 );
             } else {
                 let verb = if dry_run { "would remove" } else { "removed" };
@@ -256,12 +261,20 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                 } else {
                     report.months.join(", ")
                 };
+                let clear = if dry_run { "would clear" } else { "cleared" };
                 println!(
-                    "{verb}: {} events (months: {months}), {} dedupe keys",
-                    report.events, report.dedupe_keys
+                    "{verb}: {} events (months: {months}), {} dedupe keys; {clear} the raw \
+                     payload, IP address and user agent of {} events",
+                    report.events, report.dedupe_keys, report.raw_cleared
                 );
             }
             Ok(())
+        }
+        Command::Users(cmd) => {
+            let store = open_store(&config).await?;
+            let result = crate::users_cli::run(cmd, store.as_ref()).await;
+            store.close().await;
+            result
         }
         Command::Apps(cmd) => {
             let store = open_store(&config).await?;

@@ -84,6 +84,17 @@ pub struct TlsConfig {
     pub key_path: String,
 }
 
+impl TlsConfig {
+    /// Both files are set: `serve` speaks HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty() && !self.key_path.is_empty()
+    }
+}
+
+/// `tls.*` also read from these plain names (a newcomer's first guess), below
+/// `PBG_TLS__CERT_PATH` / `PBG_TLS__KEY_PATH`.
+const PLAIN_TLS_ENV: [&str; 2] = ["TLS_CERT_PATH", "TLS_KEY_PATH"];
+
 /// How long personal fields of stored events are kept.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,15 +221,6 @@ impl StaleConfig {
     }
 }
 
-impl RetentionConfig {
-    pub fn policy(&self) -> crate::store::RetentionPolicy {
-        crate::store::RetentionPolicy {
-            events_days: self.events_days,
-            dedupe_days: self.dedupe_days,
-        }
-    }
-}
-
 /// A string that never prints its value.
 #[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
@@ -308,6 +310,11 @@ impl Config {
         Self::from_figment(
             Figment::from(Toml::string(DEFAULT_TOML))
                 .merge(Env::raw().only(&PLAIN_ENV))
+                .merge(
+                    Env::raw()
+                        .only(&PLAIN_TLS_ENV)
+                        .map(|key| key.as_str().replacen("TLS_", "TLS.", 1).into()),
+                )
                 .merge(Env::prefixed("PBG_").split("__")),
         )
     }
@@ -393,6 +400,17 @@ impl Config {
                 "must be at least 16 characters (or empty, which disables the admin routes)",
             );
         }
+        if self.tls.cert_path.is_empty() != self.tls.key_path.is_empty() {
+            let missing = if self.tls.cert_path.is_empty() {
+                "tls.cert_path"
+            } else {
+                "tls.key_path"
+            };
+            return invalid(
+                missing,
+                "must be set too: HTTPS needs both tls.cert_path and tls.key_path (or neither)",
+            );
+        }
         let url = &self.public_base_url;
         if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
             return invalid("public_base_url", "must start with http:// or https://");
@@ -428,9 +446,19 @@ impl Config {
     /// The base of every printed endpoint URL, without a trailing slash.
     pub fn public_base_url(&self, bound: SocketAddr) -> String {
         if self.public_base_url.is_empty() {
-            format!("http://{bound}")
+            let scheme = if self.tls.enabled() { "https" } else { "http" };
+            format!("{scheme}://{bound}")
         } else {
             self.public_base_url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    /// What `prune` removes and clears: `retention.*` and `privacy.raw_days`.
+    pub fn retention_policy(&self) -> crate::store::RetentionPolicy {
+        crate::store::RetentionPolicy {
+            events_days: self.retention.events_days,
+            dedupe_days: self.retention.dedupe_days,
+            raw_days: self.privacy.raw_days,
         }
     }
 
@@ -536,6 +564,28 @@ mod tests {
             assert!(!err.contains("fifteen"), "the token is not echoed: {err}");
             jail.set_env("ADMIN_TOKEN", "sixteen-chars-xy");
             assert!(Config::load().is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_files_come_from_plain_or_prefixed_names_and_make_urls_https() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TLS_CERT_PATH", "/etc/pbg/cert.pem");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("tls.key_path"), "one file alone: {err}");
+            jail.set_env("PBG_TLS__KEY_PATH", "/etc/pbg/key.pem");
+            let c = Config::load().expect("loads");
+            assert_eq!(c.tls.cert_path, "/etc/pbg/cert.pem");
+            assert_eq!(c.tls.key_path, "/etc/pbg/key.pem");
+            assert!(c.tls.enabled());
+            let bound = "127.0.0.1:8443".parse().unwrap();
+            assert_eq!(c.public_base_url(bound), "https://127.0.0.1:8443");
+            jail.set_env("PBG_TLS__CERT_PATH", "/other.pem");
+            assert_eq!(Config::load().unwrap().tls.cert_path, "/other.pem");
+            jail.set_env("PUBLIC_BASE_URL", "https://pb.example.com/");
+            let c = Config::load().unwrap();
+            assert_eq!(c.public_base_url(bound), "https://pb.example.com");
             Ok(())
         });
     }

@@ -29,6 +29,7 @@ pub mod retention;
 pub mod stale;
 pub mod store;
 pub mod telemetry;
+pub mod users_cli;
 pub mod writer;
 
 use apps::CreatedApp;
@@ -58,9 +59,15 @@ pub enum StartError {
     Destinations(#[from] forwarding::destinations::DestinationError),
     #[error("server")]
     Serve(#[from] std::io::Error),
+    /// `users erase` was given an empty identifier.
+    #[error("the identifier is empty")]
+    EmptyIdentifier,
     /// `check-url` found problems; they are printed already.
     #[error("the URL has problems (listed above)")]
     UrlCheckFailed,
+    /// The TLS certificate or key cannot be used (the message names the file).
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -113,6 +120,8 @@ pub struct App {
     background: CancellationToken,
     shutdown_timeout: Duration,
     serve_options: http::serve::ServeOptions,
+    /// HTTPS on the main listener (the metrics listener stays plain).
+    tls: Option<tokio_rustls::TlsAcceptor>,
     printout: apps::Printout,
     /// The `default` app, when this start created it on an empty database.
     pub created_default_app: Option<CreatedApp>,
@@ -132,6 +141,14 @@ impl App {
         config: Config,
         store: Arc<dyn Store>,
     ) -> Result<Self, StartError> {
+        // A wrong certificate stops the start before anything is created.
+        let tls = match config.tls.enabled() {
+            true => Some(http::tls::Tls::load(
+                &config.tls.cert_path,
+                &config.tls.key_path,
+            )?),
+            false => None,
+        };
         // Bind first: a start that cannot listen must not create the default app,
         // whose key would then be shown to nobody.
         let bind = |addr: SocketAddr| async move {
@@ -158,10 +175,14 @@ impl App {
         telemetry::register();
         telemetry::ready(true);
         let background = CancellationToken::new();
+        let tls = tls.map(|tls| {
+            tls.clone().reload_on_sighup(background.clone());
+            tls.acceptor()
+        });
         if config.retention.prune_every_hours > 0 {
             tokio::spawn(retention::prune_loop(
                 store.clone(),
-                config.retention.policy(),
+                config.retention_policy(),
                 Duration::from_secs(u64::from(config.retention.prune_every_hours) * 3600),
                 background.clone(),
             ));
@@ -248,6 +269,7 @@ impl App {
             background,
             shutdown_timeout: Duration::from_millis(config.http.shutdown_timeout_ms),
             serve_options: http::serve::ServeOptions::from_config(&config),
+            tls,
             printout: apps::Printout::new(&config, address),
             created_default_app,
             keys_never_shown,
@@ -260,7 +282,7 @@ impl App {
             .expect("bound listener has an address")
     }
 
-    /// Base of every endpoint URL (PUBLIC_BASE_URL, or http://<bound address>).
+    /// Base of every endpoint URL (PUBLIC_BASE_URL, or http(s)://<bound address>).
     pub fn base_url(&self) -> &str {
         &self.printout.base_url
     }
@@ -290,6 +312,7 @@ impl App {
             background,
             shutdown_timeout,
             serve_options,
+            tls,
             ..
         } = self;
         let stop = CancellationToken::new();
@@ -297,7 +320,7 @@ impl App {
         let main = tokio::spawn(http::serve::serve(
             listener,
             router,
-            options(),
+            http::serve::ServeOptions { tls, ..options() },
             stop.clone().cancelled_owned(),
         ));
         // Every router holds the writer handle: each must be gone before the writer

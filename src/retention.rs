@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use crate::store::{RetentionPolicy, Store};
 
 /// Prune now and then every `every` until `stop`: create the coming months'
-/// partitions, drop the months past retention, forget old dedupe keys. Failures
+/// partitions, drop the months past retention, forget old dedupe keys, clear the
+/// raw payload, IP address and user agent of events older than `privacy.raw_days`. Failures
 /// are logged and retried at the next round; on a fleet every node may run it.
 pub async fn prune_loop(
     store: Arc<dyn Store>,
@@ -25,11 +26,16 @@ pub async fn prune_loop(
         }
         .await;
         match result {
-            Ok(report) if !report.months.is_empty() || report.dedupe_keys > 0 => {
+            Ok(report)
+                if !report.months.is_empty()
+                    || report.dedupe_keys > 0
+                    || report.raw_cleared > 0 =>
+            {
                 tracing::info!(
                     months = ?report.months,
                     events = report.events,
                     dedupe_keys = report.dedupe_keys,
+                    raw_cleared = report.raw_cleared,
                     "pruned"
                 );
             }

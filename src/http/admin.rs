@@ -30,7 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_apps))
         .routes(routes!(partners))
-        .routes(routes!(users))
+        .routes(routes!(users, super::erasure::erase))
+        .routes(routes!(super::erasure::erasures))
         .routes(routes!(lookup))
         .routes(routes!(summary))
         .layer(axum::middleware::map_response(super::private_response))
@@ -401,6 +402,31 @@ pub struct LookupQuery {
     partner_device_id: Option<String>,
 }
 
+impl LookupQuery {
+    /// The one identifier given (an empty value counts as absent).
+    pub(super) fn one_identifier(self) -> Result<(IdentifierKind, String), AppError> {
+        let given: Vec<(IdentifierKind, String)> = [
+            (IdentifierKind::UserId, self.user_id),
+            (IdentifierKind::Idfa, self.idfa),
+            (IdentifierKind::Idfv, self.idfv),
+            (IdentifierKind::GoogleAid, self.google_aid),
+            (IdentifierKind::AndroidId, self.android_id),
+            (IdentifierKind::PartnerDeviceId, self.partner_device_id),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| non_empty(v).map(|v| (k, v)))
+        .collect();
+        match <[_; 1]>::try_from(given) {
+            Ok([one]) => Ok(one),
+            Err(_) => Err(AppError::BadRequest(
+                "give exactly one of user_id, idfa, idfv, google_aid, android_id, \
+                 partner_device_id"
+                    .into(),
+            )),
+        }
+    }
+}
+
 impl QueryParams for LookupQuery {
     const NAMES: &'static [&'static str] = &[
         "user_id",
@@ -450,24 +476,8 @@ async fn lookup(
     Params(q): Params<LookupQuery>,
 ) -> Result<Json<UserOut>, AppError> {
     let app = find_app(&state, &app_id).await?;
-    let given: Vec<(IdentifierKind, String)> = [
-        (IdentifierKind::UserId, q.user_id),
-        (IdentifierKind::Idfa, q.idfa),
-        (IdentifierKind::Idfv, q.idfv),
-        (IdentifierKind::GoogleAid, q.google_aid),
-        (IdentifierKind::AndroidId, q.android_id),
-        (IdentifierKind::PartnerDeviceId, q.partner_device_id),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| non_empty(v).map(|v| (k, v)))
-    .collect();
-    let [(kind, value)] = given.as_slice() else {
-        return Err(AppError::BadRequest(
-            "give exactly one of user_id, idfa, idfv, google_aid, android_id, partner_device_id"
-                .into(),
-        ));
-    };
-    let found = state.store.lookup_user(app.id, *kind, value).await?;
+    let (kind, value) = q.one_identifier()?;
+    let found = state.store.lookup_user(app.id, kind, &value).await?;
     found.map(|a| Json(UserOut::from(a))).ok_or_else(|| {
         AppError::NotFound(format!("no attributed user with that {}", kind.column()))
     })

@@ -38,6 +38,7 @@ mod chart;
 mod deliveries;
 mod destinations;
 mod dry_run;
+mod erasure;
 pub mod error;
 mod extract;
 mod feed;
@@ -46,6 +47,7 @@ mod openapi;
 mod postbacks;
 pub mod serve;
 mod status;
+pub mod tls;
 
 pub use auth::LoginThrottle;
 use error::AppError;
@@ -427,6 +429,8 @@ mod tests {
             ("/v1/apps", "get"),
             ("/v1/apps/{app_id}/partners", "get"),
             ("/v1/apps/{app_id}/users", "get"),
+            ("/v1/apps/{app_id}/users", "delete"),
+            ("/v1/apps/{app_id}/erasures", "get"),
             ("/v1/apps/{app_id}/users/lookup", "get"),
             ("/v1/apps/{app_id}/summary", "get"),
             ("/v1/apps/{app_id}/deliveries", "get"),

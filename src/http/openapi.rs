@@ -23,8 +23,12 @@ pub fn finish(generated: utoipa::openapi::OpenApi) -> Value {
             .and_then(|item| item.get("get"))
             .map(|op| op["responses"]["200"].clone())
             .unwrap_or(Value::Null);
-        for (path, params) in super::admin::documented_queries() {
-            let operation = &mut paths.entry(path).or_insert(json!({}))["get"];
+        let queries = super::admin::documented_queries()
+            .into_iter()
+            .map(|(path, params)| (path, "get", params))
+            .chain(super::erasure::documented_queries());
+        for (path, method, params) in queries {
+            let operation = &mut paths.entry(path).or_insert(json!({}))[method];
             let list = operation["parameters"].as_array_mut();
             match (list, params) {
                 (Some(list), Value::Array(params)) => list.extend(params),

@@ -32,7 +32,7 @@ use crate::telemetry;
 /// Largest request head (request line and headers) hyper buffers; larger gets 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// A client must send its complete request head within this time (the first one
     /// counted from the accept).
@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// After `stop`, connections get this long to finish their requests.
     pub drain_timeout: Duration,
+    /// Speak TLS (and only TLS) on this listener; answers then carry HSTS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl ServeOptions {
@@ -54,6 +56,7 @@ impl ServeOptions {
             idle_timeout: ms(config.http.idle_timeout_ms),
             max_connections: config.http.max_connections,
             drain_timeout: ms(config.http.shutdown_timeout_ms),
+            tls: None,
         }
     }
 }
@@ -66,6 +69,7 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
+    // ALPN's "h2" over TLS needs nothing more: the builder reads the HTTP/2 preface.
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -78,6 +82,7 @@ pub async fn serve(
         // A peer that vanished without a FIN is noticed even while a request runs.
         .keep_alive_interval(options.idle_timeout)
         .keep_alive_timeout(options.idle_timeout);
+    let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let draining = CancellationToken::new();
     let abort = CancellationToken::new();
@@ -101,52 +106,35 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let open = OpenConnection::new(slot);
-        let activity = Arc::new(Activity::default());
-        let service = ConnectionService {
-            router: router.clone(),
-            peer,
-            activity: activity.clone(),
-        };
-        let io = TokioIo::new(HyperErrorsAsJson {
-            inner: stream,
-            activity: activity.clone(),
-            rewrite: None,
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
+        // The first request head (after the TLS handshake, if any) is due by then.
+        let first_deadline = tokio::time::Instant::now() + options.header_read_timeout;
+        let (builder, router) = (builder.clone(), router.clone());
         let (options, draining, abort) = (options.clone(), draining.clone(), abort.clone());
         tokio::spawn(async move {
             let _open = open;
-            tokio::pin!(conn);
-            // hyper's header-read timeout starts only once the protocol is known: a
-            // client that sends nothing, or drips an HTTP/2 preface, would hold the
-            // connection forever. So the first request head must also arrive within
-            // the timeout counted from the accept; later ones are hyper's (HTTP/1).
-            tokio::select! {
-                ended = conn.as_mut() => return log_end(ended),
-                () = activity.first_request.notified() => {}
-                () = tokio::time::sleep(options.header_read_timeout) => {
-                    tracing::debug!("no request head within the header-read timeout; closing");
-                    return;
-                }
-                // Stopping: a connection with no request yet has nothing to finish.
-                () = draining.cancelled() => return,
-            }
-            // Then it lives until it ends, is idle too long, or the server stops; the
-            // last two close it gracefully (HTTP/2: GOAWAY) and let requests finish.
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    ended = conn.as_mut() => return log_end(ended),
-                    () = activity.idle_for(options.idle_timeout), if !closing => {
-                        tracing::debug!("connection idle; closing");
+            let hsts = options.tls.is_some();
+            let connection = Connection {
+                builder,
+                router,
+                peer,
+                hsts,
+                first_deadline,
+                draining,
+                abort,
+                idle_timeout: options.idle_timeout,
+            };
+            match &options.tls {
+                None => connection.run(stream).await,
+                Some(acceptor) => {
+                    let wait = options.header_read_timeout;
+                    let tls = tokio::select! {
+                        tls = super::tls::handshake(acceptor, stream, wait) => tls,
+                        () = connection.draining.cancelled() => return,
+                    };
+                    if let Some(tls) = tls {
+                        connection.run(tls).await;
                     }
-                    () = draining.cancelled(), if !closing => {}
-                    () = abort.cancelled() => return,
                 }
-                conn.as_mut().graceful_shutdown();
-                closing = true;
             }
         });
     }
@@ -160,6 +148,72 @@ pub async fn serve(
     {
         tracing::warn!("drain timeout reached; remaining connections are closed");
         abort.cancel();
+    }
+}
+
+/// One accepted connection's life, over TCP or TLS.
+struct Connection {
+    builder: Arc<Builder<TokioExecutor>>,
+    router: Router,
+    peer: SocketAddr,
+    hsts: bool,
+    first_deadline: tokio::time::Instant,
+    draining: CancellationToken,
+    abort: CancellationToken,
+    idle_timeout: Duration,
+}
+
+impl Connection {
+    async fn run<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(Activity::default());
+        let service = ConnectionService {
+            router: self.router,
+            peer: self.peer,
+            activity: activity.clone(),
+            hsts: self.hsts,
+        };
+        let io = TokioIo::new(HyperErrorsAsJson {
+            inner: stream,
+            activity: activity.clone(),
+            rewrite: None,
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        tokio::pin!(conn);
+        // hyper's header-read timeout starts only once the protocol is known: a
+        // client that sends nothing, or drips an HTTP/2 preface, would hold the
+        // connection forever. So the first request head must also arrive by the
+        // deadline counted from the accept; later ones are hyper's (HTTP/1).
+        tokio::select! {
+            ended = conn.as_mut() => return log_end(ended),
+            () = activity.first_request.notified() => {}
+            () = tokio::time::sleep_until(self.first_deadline) => {
+                tracing::debug!("no request head within the header-read timeout; closing");
+                return;
+            }
+            // Stopping: a connection with no request yet has nothing to finish.
+            () = self.draining.cancelled() => return,
+        }
+        // Then it lives until it ends, is idle too long, or the server stops; the
+        // last two close it gracefully (HTTP/2: GOAWAY) and let requests finish.
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => return log_end(ended),
+                () = activity.idle_for(self.idle_timeout), if !closing => {
+                    tracing::debug!("connection idle; closing");
+                }
+                () = self.draining.cancelled(), if !closing => {}
+                () = self.abort.cancelled() => return,
+            }
+            conn.as_mut().graceful_shutdown();
+            closing = true;
+        }
     }
 }
 
@@ -262,6 +316,8 @@ struct ConnectionService {
     router: Router,
     peer: SocketAddr,
     activity: Arc<Activity>,
+    /// Over TLS: every answer tells browsers to use HTTPS only (a year).
+    hsts: bool,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
@@ -274,11 +330,18 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         let in_flight = InFlight::start(self.activity.clone());
         request.extensions_mut().insert(ConnectInfo(self.peer));
         let router = self.router.clone();
+        let hsts = self.hsts;
         Box::pin(async move {
-            let response = match router.oneshot(request).await {
+            let mut response = match router.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
+            if hsts {
+                response.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static("max-age=31536000"),
+                );
+            }
             Ok(response.map(|inner| {
                 Body::new(InFlightBody {
                     inner,
@@ -320,14 +383,14 @@ impl HttpBody for InFlightBody {
 /// body, `X-Request-Id`). It is recognised as a 400, 414 or 431 head with
 /// `content-length: 0` written while no request of ours is in flight: our own
 /// answers are written while their request is, and never have an empty body.
-struct HyperErrorsAsJson {
-    inner: TcpStream,
+struct HyperErrorsAsJson<S> {
+    inner: S,
     activity: Arc<Activity>,
     /// Our answer being written, and how much of it is out.
     rewrite: Option<(Vec<u8>, usize)>,
 }
 
-impl HyperErrorsAsJson {
+impl HyperErrorsAsJson<()> {
     /// Our answer in place of `written`, if `written` is one of hyper's own.
     fn replacement(written: &[u8]) -> Option<Vec<u8>> {
         let head = written.strip_suffix(b"\r\n\r\n")?;
@@ -372,7 +435,7 @@ impl HyperErrorsAsJson {
     }
 }
 
-impl AsyncRead for HyperErrorsAsJson {
+impl<S: AsyncRead + Unpin> AsyncRead for HyperErrorsAsJson<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -382,7 +445,7 @@ impl AsyncRead for HyperErrorsAsJson {
     }
 }
 
-impl AsyncWrite for HyperErrorsAsJson {
+impl<S: AsyncWrite + Unpin> AsyncWrite for HyperErrorsAsJson<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -390,7 +453,7 @@ impl AsyncWrite for HyperErrorsAsJson {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.rewrite.is_none() && this.activity.is_idle() {
-            this.rewrite = Self::replacement(buf).map(|bytes| (bytes, 0));
+            this.rewrite = HyperErrorsAsJson::<()>::replacement(buf).map(|bytes| (bytes, 0));
         }
         let Some((bytes, sent)) = &mut this.rewrite else {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -429,7 +492,7 @@ mod tests {
     fn hyper_error_heads_become_json_and_ours_are_left_alone() {
         let hyper_431 =
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Tue, 01 Oct 2024 10:00:00 GMT\r\n\r\n";
-        let out = HyperErrorsAsJson::replacement(hyper_431).expect("rewritten");
+        let out = HyperErrorsAsJson::<()>::replacement(hyper_431).expect("rewritten");
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
@@ -444,14 +507,14 @@ mod tests {
         assert_eq!(json["error"]["code"], "header_too_large");
 
         let hyper_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
-        assert!(HyperErrorsAsJson::replacement(hyper_400).is_some());
+        assert!(HyperErrorsAsJson::<()>::replacement(hyper_400).is_some());
         for ours in [
             &b"HTTP/1.1 400 Bad Request\r\ncontent-length: 58\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
             b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n{}",
             b"\x00\x00\x04\x08\x00\x00\x00\x00\x00",
         ] {
-            assert!(HyperErrorsAsJson::replacement(ours).is_none());
+            assert!(HyperErrorsAsJson::<()>::replacement(ours).is_none());
         }
     }
 }

@@ -14,12 +14,14 @@ pub mod deliveries;
 pub mod feed;
 pub mod forwarding;
 pub mod postgres;
+pub mod privacy;
 pub mod sqlite;
 
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use super::feed::FeedStore;
     pub use super::forwarding::DestinationStore;
+    pub use super::privacy::PrivacyStore;
     pub use super::{
         AppStore, DeliveryStore, DryRunStore, HealthStore, IngestStore, MaintenanceStore,
         ReadStore, Store,
@@ -427,6 +429,9 @@ pub struct RetentionPolicy {
     /// Dedupe keys are kept at least this long (well past every partner's retry
     /// window); a retry older than that is stored as a new delivery.
     pub dedupe_days: u32,
+    /// Events received longer ago than this lose their raw payload (to `{}`), IP
+    /// address and user agent (`privacy.raw_days`); ids and segments stay.
+    pub raw_days: u32,
 }
 
 /// What a prune removed (or, in a dry run, would remove).
@@ -436,6 +441,8 @@ pub struct PruneReport {
     pub months: Vec<String>,
     pub events: u64,
     pub dedupe_keys: u64,
+    /// Kept events whose raw payload, IP address and user agent were cleared.
+    pub raw_cleared: u64,
 }
 
 /// Retention: tables that stay bounded (`store/<backend>/maintenance.rs`).
@@ -447,7 +454,9 @@ pub trait MaintenanceStore: Send + Sync + 'static {
     async fn prepare_months(&self, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Remove what `policy` no longer keeps at `now`: whole months of events (a
-    /// dropped partition on PostgreSQL), dedupe keys by age. `dry_run` only reports.
+    /// dropped partition on PostgreSQL), dedupe keys by age; then clear the personal
+    /// fields of the kept events older than `raw_days`, in chunks of their own
+    /// transactions, touching only rows not cleared yet. `dry_run` only reports.
     async fn prune(
         &self,
         now: DateTime<Utc>,
@@ -478,6 +487,7 @@ pub trait Store:
     + HealthStore
     + forwarding::DestinationStore
     + feed::FeedStore
+    + privacy::PrivacyStore
     + Send
     + Sync
     + 'static

@@ -20,12 +20,14 @@ const REFERENCE_TABLES: [&str; 3] = ["apps", "api_keys", "unauthenticated_delive
 
 /// Tables whose every row belongs to one app (`app_id`): Citus distributed tables.
 /// The catalog test keeps this list equal to the schema.
-const APP_OWNED: [&str; 10] = [
+const APP_OWNED: [&str; 12] = [
     "attribution_days",
     "attributions",
     "dedupe_keys",
     "deliveries",
     "destinations",
+    "erasure_salts",
+    "erasures",
     "outbox",
     "partner_connection_shards",
     "postback_events",

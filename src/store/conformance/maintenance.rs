@@ -34,11 +34,13 @@ async fn prune_removes_whole_months_past_retention_and_keeps_dedupe_inside_the_w
     let policy = RetentionPolicy {
         events_days: 40,
         dedupe_days: 45,
+        raw_days: 40,
     };
     let expected = PruneReport {
         months: vec!["2024-03".into()],
         events: 1,
         dedupe_keys: 1,
+        raw_cleared: 0,
     };
     let dry = store.prune(now, policy, true).await.expect("dry run");
     assert_eq!(dry, expected, "a dry run reports");

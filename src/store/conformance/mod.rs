@@ -61,6 +61,7 @@ macro_rules! conformance {
 mod apps;
 mod destinations;
 mod feed;
+mod erasure;
 mod health;
 mod ingest;
 mod maintenance;

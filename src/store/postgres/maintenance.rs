@@ -109,7 +109,75 @@ impl MaintenanceStore for PgStore {
                 .rows_affected()
         };
         report.dedupe_keys = keys;
+        report.raw_cleared = self
+            .clear_raw(now, policy.raw_days, utc_midnight(keep_from), dry_run)
+            .await?;
         Ok(report)
+    }
+}
+
+/// Rows cleared per statement: each chunk commits on its own, so a large backlog
+/// (the first prune after an upgrade) never holds one long transaction.
+const RAW_CHUNK: i64 = 5_000;
+
+/// Rows not cleared yet; the same predicate as the partial index
+/// `postback_events_raw_kept` (migration 0014), so the planner can use it.
+const RAW_KEPT: &str = "(raw_payload <> '{}'::jsonb or ip is not null or user_agent is not null)";
+
+impl PgStore {
+    /// Clear the raw payload, IP address and user agent of events received before
+    /// `now - raw_days` (and, in a dry run, not in a month the prune drops anyway).
+    async fn clear_raw(
+        &self,
+        now: DateTime<Utc>,
+        raw_days: u32,
+        kept_from: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        let cutoff = now - chrono::Duration::days(i64::from(raw_days));
+        if dry_run {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "select count(*) from postback_events \
+                 where received_at < $1 and received_at >= $2 and {RAW_KEPT}"
+            ))
+            .bind(cutoff)
+            .bind(kept_from)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+            return Ok(n as u64);
+        }
+        // Each chunk ends at the received_at of the RAW_CHUNK-th row left (an
+        // index scan of the partial index); the last one at the cutoff. Statements on
+        // one table, no self-join: every app's rows alike, as a fleet-wide job.
+        let next_bound = format!(
+            "select received_at from postback_events where received_at < $1 and {RAW_KEPT} \
+             order by received_at offset $2 limit 1"
+        );
+        let clear = format!(
+            "update postback_events set raw_payload = '{{}}'::jsonb, ip = null, \
+                 user_agent = null \
+             where received_at <= $1 and received_at < $2 and {RAW_KEPT}"
+        );
+        let mut cleared = 0;
+        loop {
+            let bound: Option<DateTime<Utc>> = sqlx::query_scalar(&next_bound)
+                .bind(cutoff)
+                .bind(RAW_CHUNK)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            cleared += sqlx::query(&clear)
+                .bind(bound.unwrap_or(cutoff))
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            if bound.is_none() {
+                return Ok(cleared);
+            }
+        }
     }
 }
 

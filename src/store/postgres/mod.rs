@@ -28,6 +28,7 @@ mod feed;
 mod health;
 mod ingest;
 mod maintenance;
+mod privacy;
 mod reads;
 
 #[doc(hidden)]

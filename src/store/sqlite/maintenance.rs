@@ -44,10 +44,66 @@ impl MaintenanceStore for SqliteStore {
             tx.commit().await.map_err(store_error)?;
             done.rows_affected()
         };
+        let raw_cleared = self
+            .clear_raw(now, policy.raw_days, &cutoff, dry_run)
+            .await?;
         Ok(PruneReport {
             months,
             events,
             dedupe_keys: events,
+            raw_cleared,
         })
+    }
+}
+
+/// Rows cleared per transaction: the one writer is never held long by a backlog.
+const RAW_CHUNK: i64 = 2_000;
+
+/// Rows not cleared yet: the predicate of the partial index `postback_events_raw_kept`.
+const RAW_KEPT: &str = "(raw_payload <> '{}' or ip is not null or user_agent is not null)";
+
+impl SqliteStore {
+    /// See the PostgreSQL store's `clear_raw`.
+    async fn clear_raw(
+        &self,
+        now: DateTime<Utc>,
+        raw_days: u32,
+        kept_from: &str,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        let cutoff = time_text(now - chrono::Duration::days(i64::from(raw_days)));
+        if dry_run {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "select count(*) from postback_events \
+                 where received_at < $1 and received_at >= $2 and {RAW_KEPT}"
+            ))
+            .bind(&cutoff)
+            .bind(kept_from)
+            .fetch_one(&self.readers)
+            .await
+            .map_err(store_error)?;
+            return Ok(n as u64);
+        }
+        let sql = format!(
+            "update postback_events set raw_payload = '{{}}', ip = null, user_agent = null \
+             where rowid in (select rowid from postback_events \
+                             where received_at < $1 and {RAW_KEPT} limit $2)"
+        );
+        let mut cleared = 0;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let n = sqlx::query(&sql)
+                .bind(&cutoff)
+                .bind(RAW_CHUNK)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+            tx.commit().await.map_err(store_error)?;
+            cleared += n;
+            if n < RAW_CHUNK as u64 {
+                return Ok(cleared);
+            }
+        }
     }
 }

@@ -30,6 +30,7 @@ mod feed;
 mod health;
 mod ingest;
 mod maintenance;
+mod privacy;
 mod reads;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
