@@ -17,7 +17,7 @@ pub mod sqlite;
 
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use super::forwarding::DestinationStore;
+    pub use super::forwarding::{DestinationStore, OutboxStore};
     pub use super::{
         AppStore, DeliveryStore, DryRunStore, HealthStore, IngestStore, MaintenanceStore,
         ReadStore, Store,
@@ -475,6 +475,7 @@ pub trait Store:
     + DryRunStore
     + HealthStore
     + forwarding::DestinationStore
+    + forwarding::OutboxStore
     + Send
     + Sync
     + 'static

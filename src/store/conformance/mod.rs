@@ -63,6 +63,7 @@ mod health;
 mod ingest;
 mod maintenance;
 mod migrations;
+mod outbox;
 mod quota;
 mod reads;
 mod summaries;

@@ -27,6 +27,7 @@ mod dry_run;
 mod health;
 mod ingest;
 mod maintenance;
+mod outbox;
 mod reads;
 
 #[doc(hidden)]

@@ -29,6 +29,7 @@ mod dry_run;
 mod health;
 mod ingest;
 mod maintenance;
+mod outbox;
 mod reads;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");

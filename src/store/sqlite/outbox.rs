@@ -1,0 +1,248 @@
+//! SQLite: the forwarding outbox (see `store::forwarding::OutboxStore`). One
+//! process dispatches on SQLite, so a claim is a transaction on the one writer
+//! connection: no other claim can interleave.
+
+use super::*;
+use crate::store::forwarding::*;
+
+const MESSAGE_COLUMNS: &str = "id, destination_id, type, event_id, attribution_id, status, \
+     attempts, created_at, next_attempt_at, last_attempt_at, last_status, last_error, \
+     delivered_at";
+
+fn message_row(row: &SqliteRow) -> Result<MessageRecord, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let status =
+        MessageStatus::parse(&status).ok_or_else(|| decode_error("message status", &status))?;
+    let attribution_id = row
+        .try_get::<Option<String>, _>("attribution_id")?
+        .map(|id| Uuid::parse_str(&id).map_err(|_| decode_error("uuid", &id)))
+        .transpose()?;
+    Ok(MessageRecord {
+        id: uuid_col(row, "id")?,
+        destination_id: uuid_col(row, "destination_id")?,
+        kind: row.try_get("type")?,
+        event_id: uuid_col(row, "event_id")?,
+        attribution_id,
+        status,
+        attempts: row.try_get::<i64, _>("attempts")? as i32,
+        created_at: time_col(row, "created_at")?,
+        // Only a pending message is due again; a finished one keeps its last lease.
+        next_attempt_at: if status == MessageStatus::Pending {
+            opt_time_col(row, "next_attempt_at")?
+        } else {
+            None
+        },
+        last_attempt_at: opt_time_col(row, "last_attempt_at")?,
+        last_status: row
+            .try_get::<Option<i64>, _>("last_status")?
+            .map(|s| s as i32),
+        last_error: row.try_get("last_error")?,
+        delivered_at: opt_time_col(row, "delivered_at")?,
+    })
+}
+
+#[async_trait]
+impl OutboxStore for SqliteStore {
+    async fn claim_due(&self, claim: Claim<'_>) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let destinations = sqlx::query(
+            "select id, app_id, url, secret from destinations where enabled = 1 order by id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let now = time_text(claim.now);
+        let lease = time_text(claim.lease_until);
+        let mut claimed = Vec::new();
+        for dest in &destinations {
+            let remaining = claim.limit as usize - claimed.len().min(claim.limit as usize);
+            if remaining == 0 {
+                break;
+            }
+            let id = uuid_col(dest, "id").map_err(store_error)?;
+            let busy = claim
+                .in_flight
+                .iter()
+                .find(|(d, _)| *d == id)
+                .map_or(0, |&(_, n)| n);
+            let slots = (claim.max_in_flight.saturating_sub(busy) as usize).min(remaining);
+            if slots == 0 {
+                continue;
+            }
+            let rows = sqlx::query(
+                "update outbox set next_attempt_at = $1, attempts = attempts + 1 \
+                 where id in (select id from outbox \
+                     where destination_id = $2 and status = 'pending' and next_attempt_at <= $3 \
+                     order by next_attempt_at limit $4) \
+                 returning id, app_id, payload, attempts, created_at",
+            )
+            .bind(&lease)
+            .bind(uuid_text(id))
+            .bind(&now)
+            .bind(slots as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            for row in &rows {
+                let message = (|| {
+                    Ok::<_, sqlx::Error>(ClaimedMessage {
+                        id: uuid_col(row, "id")?,
+                        app_id: app_id_col(row, "app_id")?,
+                        destination_id: id,
+                        url: dest.try_get("url")?,
+                        secret: crate::config::Secret::new(dest.try_get::<String, _>("secret")?),
+                        payload: row.try_get("payload")?,
+                        attempts: row.try_get::<i64, _>("attempts")? as i32,
+                        created_at: time_col(row, "created_at")?,
+                    })
+                })()
+                .map_err(store_error)?;
+                claimed.push(message);
+            }
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(claimed)
+    }
+
+    async fn finish_attempt(&self, result: &AttemptResult) -> Result<bool, StoreError> {
+        let (status, next) = match result.outcome {
+            AttemptOutcome::Delivered => ("delivered", None),
+            AttemptOutcome::Retry { next_attempt_at } => ("pending", Some(next_attempt_at)),
+            AttemptOutcome::Dead => ("dead", None),
+        };
+        let delivered = result.outcome == AttemptOutcome::Delivered;
+        let at = time_text(result.at);
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "update outbox set status = $2, next_attempt_at = coalesce($3, next_attempt_at), \
+                 last_attempt_at = $4, last_status = $5, last_error = $6, \
+                 delivered_at = case when $7 then $4 else delivered_at end \
+             where id = $1",
+        )
+        .bind(uuid_text(result.id))
+        .bind(status)
+        .bind(next.map(time_text))
+        .bind(&at)
+        .bind(result.status.map(i64::from))
+        .bind(result.error.as_deref())
+        .bind(delivered)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let dest = uuid_text(result.destination_id);
+        let disabled = if delivered {
+            sqlx::query(
+                "update destinations set last_success_at = $2, failing_since = null where id = $1",
+            )
+            .bind(&dest)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            false
+        } else {
+            sqlx::query(
+                "update destinations set failing_since = coalesce(failing_since, $2) where id = $1",
+            )
+            .bind(&dest)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            sqlx::query(
+                "update destinations set enabled = 0, disabled_reason = 'failing', \
+                     updated_at = $2 \
+                 where id = $1 and enabled = 1 and failing_since < $3",
+            )
+            .bind(&dest)
+            .bind(&at)
+            .bind(time_text(result.at - result.horizon))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected()
+                == 1
+        };
+        tx.commit().await.map_err(store_error)?;
+        Ok(disabled)
+    }
+
+    async fn list_messages(
+        &self,
+        app: AppId,
+        destination: Uuid,
+        status: Option<MessageStatus>,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let sql = format!(
+            "select {MESSAGE_COLUMNS} from outbox \
+             where app_id = $1 and destination_id = $2 and ($3 is null or status = $3) \
+             order by created_at desc, id desc limit $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(uuid_text(app.as_uuid()))
+            .bind(uuid_text(destination))
+            .bind(status.map(MessageStatus::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(message_row)
+            .collect::<Result<_, _>>()
+            .map_err(store_error)
+    }
+
+    async fn replay_messages(
+        &self,
+        app: AppId,
+        destination: Uuid,
+        filter: ReplayFilter,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "update outbox set status = 'pending', attempts = 0, next_attempt_at = $3, \
+                 last_attempt_at = null, last_status = null, last_error = null, \
+                 delivered_at = null \
+             where app_id = $1 and destination_id = $2 \
+               and (status = 'dead' or (not $4 and status = 'delivered')) \
+               and ($5 is null or created_at >= $5)",
+        )
+        .bind(uuid_text(app.as_uuid()))
+        .bind(uuid_text(destination))
+        .bind(time_text(now))
+        .bind(filter.dead_only)
+        .bind(filter.since.map(time_text))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn destination_backlogs(&self) -> Result<Vec<DestinationBacklog>, StoreError> {
+        let rows = sqlx::query(
+            "select d.app_id, d.id, \
+               (select count(*) from outbox o where o.destination_id = d.id \
+                  and o.status = 'pending') as backlog, \
+               (select count(*) from outbox o where o.destination_id = d.id \
+                  and o.status = 'dead') as dead \
+             from destinations d order by d.app_id, d.id",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DestinationBacklog {
+                    app_id: app_id_col(row, "app_id")?,
+                    destination_id: uuid_col(row, "id")?,
+                    backlog: row.try_get("backlog")?,
+                    dead: row.try_get("dead")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error)
+    }
+}
