@@ -251,3 +251,42 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Every destination's pending and dead counts.
     async fn destination_backlogs(&self) -> Result<Vec<DestinationBacklog>, StoreError>;
 }
+
+/// The `type` of an outbox message.
+pub const ATTRIBUTION_CREATED: &str = "attribution.created";
+pub const EVENT_ACCEPTED: &str = "event.accepted";
+
+/// The JSON document an outbox message POSTs, frozen when its batch commits. The
+/// PostgreSQL store builds the same document in SQL (`outbox_insert` in its
+/// ingest module); times are RFC 3339 UTC with microseconds.
+pub(crate) fn message_document(
+    ty: &str,
+    event: &crate::domain::NewEvent,
+    event_id: Uuid,
+    attribution_id: Option<Uuid>,
+) -> serde_json::Value {
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let p = &event.postback;
+    let identifiers: serde_json::Map<String, serde_json::Value> = p
+        .ids
+        .pairs()
+        .filter_map(|(kind, value)| value.map(|v| (kind.to_owned(), v.into())))
+        .collect();
+    serde_json::json!({
+        "type": ty,
+        "app_id": event.app_id.as_uuid(),
+        "partner": event.partner.as_str(),
+        "event_id": event_id,
+        "attribution_id": attribution_id,
+        "kind": p.kind.as_str(),
+        "event_name": p.event_name,
+        "source": p.segments.source,
+        "campaign": p.segments.campaign,
+        "adgroup": p.segments.adgroup,
+        "ad": p.segments.ad,
+        "identifiers": identifiers,
+        "event_time": p.event_time.map(time),
+        "attributed_at": attribution_id.map(|_| time(event.received_at)),
+        "received_at": time(event.received_at),
+    })
+}

@@ -64,6 +64,7 @@ mod ingest;
 mod maintenance;
 mod migrations;
 mod outbox;
+mod outbox_writes;
 mod quota;
 mod reads;
 mod summaries;

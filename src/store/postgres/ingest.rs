@@ -29,12 +29,15 @@ async fn record_in(
     let (granted, installs) = count_quota(conn, &demand, requests).await?;
     let revoked = apply_grants(&mut outcomes, &demand, &granted);
     if !revoked.is_empty() {
-        // Their keys go too: a retry after the hour is a new delivery.
+        // Their keys go too (a retry after the hour is a new delivery), and the
+        // outbox messages written for them: they were never accepted.
         sqlx::query(
             "with gone as (delete from postback_events p \
                  using unnest($1::uuid[], $2::uuid[]) as t(app_id, id) \
                  where p.app_id = t.app_id and p.id = t.id \
-                 returning p.app_id, p.partner, p.dedupe_key) \
+                 returning p.app_id, p.id, p.partner, p.dedupe_key), \
+             unsent as (delete from outbox o using gone g \
+                 where o.app_id = g.app_id and o.event_id = g.id) \
              delete from dedupe_keys d using gone g where d.app_id = g.app_id \
                  and d.partner = g.partner and d.dedupe_key = g.dedupe_key",
         )
@@ -91,7 +94,7 @@ async fn insert_events(
     // The dedupe key is claimed first (its own table: postback_events is
     // partitioned by month, and a retry may come in another month); the events
     // whose key was new are inserted by the same statement.
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    let inserted: Vec<Uuid> = sqlx::query_scalar(&format!(
         "with t as (select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
              $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
              $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], \
@@ -105,17 +108,29 @@ async fn insert_events(
              select app_id, partner, dedupe_key, id, received_at from t \
              order by app_id, partner, dedupe_key \
              on conflict do nothing \
-             returning event_id) \
-         insert into postback_events (id, app_id, partner, kind, event_name, \
-             source, campaign, adgroup, ad, \
-             user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
-             ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw_payload) \
-         select id, app_id, partner, kind, event_name, source, campaign, adgroup, ad, \
-             user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
-             ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, raw::jsonb \
-         from t where id in (select event_id from claimed) \
-         returning id",
-    )
+             returning event_id), \
+         ev as ( \
+             insert into postback_events (id, app_id, partner, kind, event_name, \
+                 source, campaign, adgroup, ad, \
+                 user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
+                 ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, \
+                 raw_payload) \
+             select id, app_id, partner, kind, event_name, source, campaign, adgroup, ad, \
+                 user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
+                 ip, user_agent, partner_event_id, event_time, received_at, dedupe_key, \
+                 raw::jsonb \
+             from t where id in (select event_id from claimed) \
+             returning id, app_id, partner, kind, event_name, source, campaign, adgroup, ad, \
+                 user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
+                 event_time, received_at), \
+         forwarded as ({}) \
+         select id from ev",
+        outbox_insert(
+            "event.accepted",
+            "select id as event_id, null::uuid as attribution_id, null::timestamptz \
+                 as attributed_at, * from ev",
+        ),
+    ))
     .bind(&ids)
     .bind(
         unique
@@ -298,6 +313,45 @@ async fn count_quota(
     Ok((granted, usage))
 }
 
+/// An `insert into outbox` of one message per row of `rows` and enabled destination
+/// of its app that wants `ty` (see `forwarding::message_document`, which SQLite uses:
+/// the same document). `rows` is a select with the columns app_id, partner, event_id,
+/// attribution_id, kind, event_name, the segments, the identifiers, event_time,
+/// attributed_at and received_at. With no destination it inserts nothing, at the cost
+/// of an empty join.
+fn outbox_insert(ty: &str, rows: &str) -> String {
+    let wants = match ty {
+        "attribution.created" => "('attributions', 'all')",
+        _ => "('events', 'all')",
+    };
+    let time = |col: &str| {
+        format!("to_char(m.{col} at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    };
+    let identifiers = IDENTIFIER_COLUMNS
+        .iter()
+        .map(|c| format!("'{c}', m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "insert into outbox (id, destination_id, app_id, type, event_id, attribution_id, \
+             payload, created_at, next_attempt_at) \
+         select gen_random_uuid(), d.id, m.app_id, '{ty}', m.event_id, m.attribution_id, \
+             jsonb_build_object('type', '{ty}', 'app_id', m.app_id, 'partner', m.partner, \
+                 'event_id', m.event_id, 'attribution_id', m.attribution_id, 'kind', m.kind, \
+                 'event_name', m.event_name, 'source', m.source, 'campaign', m.campaign, \
+                 'adgroup', m.adgroup, 'ad', m.ad, \
+                 'identifiers', jsonb_strip_nulls(jsonb_build_object({identifiers})), \
+                 'event_time', {event_time}, 'attributed_at', {attributed_at}, \
+                 'received_at', {received_at}), \
+             m.received_at, m.received_at \
+         from ({rows}) m join destinations d on d.app_id = m.app_id \
+         where d.enabled and d.what in {wants}",
+        event_time = time("event_time"),
+        attributed_at = time("attributed_at"),
+        received_at = time("received_at"),
+    )
+}
+
 fn is_deadlock(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
 }
@@ -339,9 +393,9 @@ async fn attribute_and_count(
         "with cand as ( \
              select * from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                 $12::text[], $13::text[], $14::text[], $15::timestamptz[]) \
+                 $12::text[], $13::text[], $14::text[], $15::timestamptz[], $27::timestamptz[]) \
              as t(id, app_id, event_id, partner, source, campaign, adgroup, ad, user_id, idfa, \
-                 idfv, google_aid, android_id, partner_device_id, attributed_at)), \
+                 idfv, google_aid, android_id, partner_device_id, attributed_at, event_time)), \
          wanted as ( \
              select c.id, c.app_id, i.kind, i.value from cand c \
              cross join lateral (values {identifiers}) as i(kind, value) \
@@ -358,8 +412,12 @@ async fn attribute_and_count(
          attributed as ( \
              insert into attributions (id, app_id, event_id, partner, source, campaign, adgroup, \
                  ad, user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at) \
-             select c.* from cand c join tally t on t.id = c.id and t.claimed = t.wanted \
+             select c.id, c.app_id, c.event_id, c.partner, c.source, c.campaign, c.adgroup, \
+                 c.ad, c.user_id, c.idfa, c.idfv, c.google_aid, c.android_id, \
+                 c.partner_device_id, c.attributed_at \
+             from cand c join tally t on t.id = c.id and t.claimed = t.wanted \
              returning id), \
+         forwarded as ({forwarded}), \
          counted as ( \
              insert into partner_connections as pc (app_id, partner, status, last_success_at, \
                  installs, events, organic_ignored, duplicates, rejected, rate_limited, updated_at) \
@@ -381,7 +439,13 @@ async fn attribute_and_count(
                  rate_limited = pc.rate_limited + excluded.rate_limited, \
                  updated_at = excluded.updated_at \
              returning 1) \
-         select t.id from tally t where t.claimed > 0 and t.claimed < t.wanted"
+         select t.id from tally t where t.claimed > 0 and t.claimed < t.wanted",
+        forwarded = outbox_insert(
+            "attribution.created",
+            "select c.id as attribution_id, 'install' as kind, null::text as event_name, \
+                 c.attributed_at as received_at, c.* \
+             from cand c join attributed a on a.id = c.id",
+        ),
     );
     let rows: Vec<_> = tallies.iter().collect();
     let num = |f: fn(&ConnectionTally) -> i64| rows.iter().map(|(_, t)| f(t)).collect::<Vec<i64>>();
@@ -449,6 +513,12 @@ async fn attribute_and_count(
         .bind(num(|t| t.rejected))
         .bind(num(|t| t.rate_limited))
         .bind(Utc::now())
+        .bind(
+            candidates
+                .iter()
+                .map(|&(i, _)| events[i].postback.event_time)
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *conn)
         .await?;
     let by_id: HashMap<Uuid, usize> = attribution_ids

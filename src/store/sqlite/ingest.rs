@@ -69,11 +69,18 @@ async fn record_in(
     // 3. First-touch attributions, in input order: a candidate none of whose
     //    identifiers belongs to a user yet is a new user.
     let recorded = recorded_installs(events, &outcomes);
+    let mut attributed = Vec::new();
     for (i, event_id) in first_touches(events, &recorded) {
-        attribute(conn, &events[i], event_id).await?;
+        if let Some(id) = attribute(conn, &events[i], event_id).await? {
+            attributed.push((i, event_id, id));
+        }
     }
 
-    // 4. One upsert per (app, partner).
+    // 4. The outbox: a message per accepted event and per new attribution, for each
+    //    enabled destination of its app that wants it.
+    enqueue_messages(conn, events, &outcomes, &attributed).await?;
+
+    // 5. One upsert per (app, partner).
     let now = Utc::now();
     for ((app, partner), tally) in tally_batch(events, &outcomes, counters) {
         upsert_connection(conn, app, partner, &tally, now).await?;
@@ -147,14 +154,82 @@ async fn insert_event(
     ))
 }
 
+/// Write the outbox messages of a batch's accepted events and new attributions
+/// (positions in `events`, with the event and attribution ids).
+async fn enqueue_messages(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+    outcomes: &[RecordOutcome],
+    attributed: &[(usize, Uuid, Uuid)],
+) -> Result<(), sqlx::Error> {
+    use crate::store::forwarding::{message_document, ATTRIBUTION_CREATED, EVENT_ACCEPTED};
+    // Each app's enabled destinations, read once per batch: `(id, what)`.
+    let mut destinations: HashMap<AppId, Vec<(String, String)>> = HashMap::new();
+    let mut messages = Vec::new();
+    let accepted = outcomes.iter().enumerate().filter_map(|(i, o)| match o {
+        RecordOutcome::Recorded { event_id } => Some((i, *event_id, None)),
+        _ => None,
+    });
+    let created = attributed.iter().map(|&(i, e, a)| (i, e, Some(a)));
+    for (i, event_id, attribution_id) in accepted.chain(created) {
+        let app = events[i].app_id;
+        if let std::collections::hash_map::Entry::Vacant(slot) = destinations.entry(app) {
+            slot.insert(
+                sqlx::query_as(
+                    "select id, what from destinations where app_id = $1 and enabled = 1",
+                )
+                .bind(uuid_text(app.as_uuid()))
+                .fetch_all(&mut *conn)
+                .await?,
+            );
+        }
+        let (ty, wants) = match attribution_id {
+            Some(_) => (ATTRIBUTION_CREATED, "attributions"),
+            None => (EVENT_ACCEPTED, "events"),
+        };
+        for (destination, what) in &destinations[&app] {
+            if what == wants || what == "all" {
+                let document = message_document(ty, &events[i], event_id, attribution_id);
+                messages.push((
+                    destination.clone(),
+                    i,
+                    ty,
+                    event_id,
+                    attribution_id,
+                    document,
+                ));
+            }
+        }
+    }
+    for (destination, i, ty, event_id, attribution_id, document) in messages {
+        let at = time_text(events[i].received_at);
+        sqlx::query(
+            "insert into outbox (id, destination_id, app_id, type, event_id, attribution_id, \
+                 payload, created_at, next_attempt_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(uuid_text(Uuid::now_v7()))
+        .bind(destination)
+        .bind(uuid_text(events[i].app_id.as_uuid()))
+        .bind(ty)
+        .bind(uuid_text(event_id))
+        .bind(attribution_id.map(uuid_text))
+        .bind(document.to_string())
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Make `event` (a recorded install) the user's attribution unless one of its
 /// identifiers already belongs to a user; if one does, the identifiers not seen
-/// before join that user.
+/// before join that user. Returns the new attribution's id, if one was made.
 async fn attribute(
     conn: &mut SqliteConnection,
     event: &NewEvent,
     event_id: Uuid,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<Uuid>, sqlx::Error> {
     let app = uuid_text(event.app_id.as_uuid());
     let ids: Vec<(&str, &str)> = event
         .postback
@@ -181,11 +256,13 @@ async fn attribute(
         }
         query.fetch_optional(&mut *conn).await?
     };
+    let mut created = None;
     let attribution_id = match owner {
         Some(known) => known,
         None => {
             let (s, i) = (&event.postback.segments, &event.postback.ids);
-            let id = uuid_text(Uuid::now_v7());
+            let new_id = Uuid::now_v7();
+            let id = uuid_text(new_id);
             sqlx::query(
                 "insert into attributions (id, app_id, event_id, partner, source, campaign, \
                      adgroup, ad, user_id, idfa, idfv, google_aid, android_id, partner_device_id, \
@@ -209,6 +286,7 @@ async fn attribute(
             .bind(time_text(event.received_at))
             .execute(&mut *conn)
             .await?;
+            created = Some(new_id);
             id
         }
     };
@@ -226,7 +304,7 @@ async fn attribute(
         }
         query.execute(&mut *conn).await?;
     }
-    Ok(())
+    Ok(created)
 }
 
 async fn upsert_connection(
