@@ -39,6 +39,9 @@ pub enum Command {
     /// Read the delivery log: what each postback was answered, and why.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// Forwarding destinations: where an app's attributions and events are sent.
+    #[command(subcommand)]
+    Destinations(DestinationsCommand),
     /// Check a postback URL as copied from a partner's dashboard, offline: the
     /// partner, api_key, which dimensions and identifiers have a macro, unknown
     /// macros, duplicated keys. Exits 1 when it has problems.
@@ -116,6 +119,34 @@ pub enum DeliveriesCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DestinationsCommand {
+    /// Re-queue a destination's messages: they are sent again, with the same
+    /// webhook-id. Say which: --dead, --since, or both.
+    Replay {
+        destination_id: uuid::Uuid,
+        /// Only dead messages (without it: dead and delivered ones).
+        #[arg(long)]
+        dead: bool,
+        /// Only messages created at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        })
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time or YYYY-MM-DD"))
 }
 
 fn parse_partner(s: &str) -> Result<PartnerId, String> {
@@ -207,6 +238,42 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                     "{verb}: {} events (months: {months}), {} dedupe keys",
                     report.events, report.dedupe_keys
                 );
+            }
+            Ok(())
+        }
+        Command::Destinations(DestinationsCommand::Replay {
+            destination_id,
+            dead,
+            since,
+            json,
+        }) => {
+            let store = open_store(&config).await?;
+            let filter = crate::store::forwarding::ReplayFilter {
+                dead_only: dead,
+                since,
+            };
+            let done =
+                crate::forwarding::replay::replay(store.as_ref(), None, destination_id, filter)
+                    .await;
+            store.close().await;
+            let done = done?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"destination_id": done.destination_id, "app_id": done.app_id,
+                           "requeued": done.requeued, "enabled": done.enabled})
+                );
+            } else {
+                println!(
+                    "{}: {} messages re-queued",
+                    done.destination_id, done.requeued
+                );
+                if !done.enabled {
+                    println!(
+                        "the destination is disabled: nothing is sent until `destinations enable {}`",
+                        done.destination_id
+                    );
+                }
             }
             Ok(())
         }

@@ -54,6 +54,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Apps(#[from] apps::AppsError),
+    #[error(transparent)]
+    Replay(#[from] forwarding::replay::ReplayError),
     #[error("server")]
     Serve(#[from] std::io::Error),
     /// `check-url` found problems; they are printed already.

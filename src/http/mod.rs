@@ -39,6 +39,7 @@ mod deliveries;
 mod dry_run;
 pub mod error;
 mod extract;
+mod forwarding;
 mod health;
 mod openapi;
 mod postbacks;
@@ -102,6 +103,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(dry_run::router())
         .merge(admin::router())
         .merge(deliveries::router())
+        .merge(forwarding::router())
         .merge(status::router())
         .merge(health::router())
         .routes(utoipa_axum::routes!(openapi_json))
@@ -384,6 +386,14 @@ mod tests {
             ("/v1/apps/{app_id}/deliveries", "get"),
             ("/v1/apps/{app_id}/deliveries/{request_id}", "get"),
             ("/v1/deliveries/unauthenticated", "get"),
+            (
+                "/v1/apps/{app_id}/destinations/{destination_id}/messages",
+                "get",
+            ),
+            (
+                "/v1/apps/{app_id}/destinations/{destination_id}/replay",
+                "post",
+            ),
             ("/apps/{app_id}/attribution", "get"),
             ("/apps/{app_id}/attribution/test", "post"),
             ("/apps", "get"),
