@@ -33,6 +33,10 @@ const CLAIM_LIMIT: u32 = 100;
 /// still recorded before anyone else may claim the message.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// The longest shutdown waits for attempts in flight: a hanging receiver must not
+/// hold up a restart, and an attempt cut off is only re-sent when its lease ends.
+const DRAIN_MAX: Duration = Duration::from_secs(2);
+
 /// What one attempt needs besides its message.
 struct Attempts {
     store: Arc<dyn Store>,
@@ -43,7 +47,8 @@ struct Attempts {
 }
 
 /// Dispatch until `stop`; then let attempts in flight finish for up to `drain`
-/// (those cut off stay leased and are sent again when the lease runs out).
+/// (at most [`DRAIN_MAX`]; those cut off stay leased and are sent again when the
+/// lease runs out).
 pub async fn run(
     store: Arc<dyn Store>,
     config: ForwardingConfig,
@@ -109,7 +114,10 @@ pub async fn run(
         }
     }
     let finishing = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(drain, finishing).await.is_err() {
+    if tokio::time::timeout(drain.min(DRAIN_MAX), finishing)
+        .await
+        .is_err()
+    {
         tracing::warn!("delivery attempts still in flight at shutdown; they are sent again later");
         tasks.abort_all();
     }

@@ -36,6 +36,7 @@ mod admin;
 mod auth;
 mod chart;
 mod deliveries;
+mod destinations_section;
 mod dry_run;
 pub mod error;
 mod extract;

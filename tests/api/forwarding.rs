@@ -26,6 +26,7 @@ both_backends!(
     a_410_is_dead_at_once_and_replay_delivers_it_again,
     a_private_address_is_refused_at_delivery_unless_allowed,
     kill_9_under_load_loses_no_committed_attribution,
+    a_hanging_destination_does_not_hold_up_another,
 );
 
 mod two_nodes {
@@ -209,6 +210,38 @@ async fn deliveries_are_signed_per_standard_webhooks_and_carry_the_document(back
         assert!(m["delivered_at"].is_string());
         assert_eq!(m["next_attempt_at"], Value::Null);
     }
+
+    // Operators see it on the status page and in /metrics.
+    let page = app
+        .client
+        .get(app.url(&format!("/apps/{}/attribution", app.app_id)))
+        .basic_auth("operator", Some(ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<h2>Destinations</h2>"), "{page}");
+    assert!(page.contains(&format!("data-destination=\"{dest}\"")));
+    assert!(page.contains(&receiver.url), "the URL is shown");
+    assert!(!page.contains(&secret), "never the secret");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let backlog = format!(
+        "postback_gateway_forward_backlog{{app_id=\"{}\",destination_id=\"{dest}\"}} 0",
+        app.app_id
+    );
+    assert!(metrics.contains(&backlog), "{backlog} in:\n{metrics}");
+    assert!(metrics.contains("postback_gateway_forward_attempts_total{result=\"delivered\"}"));
+    assert!(metrics.contains("postback_gateway_forward_delivery_seconds_bucket"));
     app.stop().await;
 }
 
@@ -603,4 +636,48 @@ async fn two_nodes_sharing_postgresql_deliver_each_message_once() {
         let (status, _) = node.terminate();
         assert!(status.success());
     }
+}
+
+async fn a_hanging_destination_does_not_hold_up_another(backend: Backend) {
+    // Attempts to the hanging receiver last far longer than this test.
+    let forwarding = ForwardingConfig {
+        attempt_timeout_ms: 60_000,
+        ..quick(true)
+    };
+    let Some(app) = spawn(backend, forwarding).await else {
+        return;
+    };
+    let hanging = Receiver::start(&[], Some(Reply::Hang)).await;
+    let fast = Receiver::start(&[], None).await;
+    for receiver in [&hanging, &fast] {
+        add_destination(
+            app.store.as_ref(),
+            app.app_id,
+            &receiver.url,
+            DestinationWhat::Attributions,
+        )
+        .await;
+    }
+    const N: usize = 10;
+    for n in 0..N {
+        json_body(app.post_kochava(&install(n)).await, 200, "install").await;
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the fast receiver has every message",
+        || async { fast.count() == N },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the hanging one its first attempts",
+        || async { hanging.count() >= 4 },
+    )
+    .await;
+    assert_eq!(
+        hanging.count(),
+        4,
+        "max_in_flight attempts hang, the other messages wait their turn"
+    );
+    app.stop().await;
 }

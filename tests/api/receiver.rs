@@ -86,11 +86,6 @@ impl Receiver {
     pub fn count(&self) -> usize {
         self.inner.lock().unwrap().received.len()
     }
-
-    /// Change what is answered once the script is used up.
-    pub fn answer(&self, reply: Option<Reply>) {
-        self.inner.lock().unwrap().otherwise = reply;
-    }
 }
 
 impl Drop for Receiver {
