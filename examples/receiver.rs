@@ -44,5 +44,9 @@ async fn main() {
         r = axum::serve(listener, app) => r.expect("serve"),
         _ = term.recv() => {}
     }
-    println!("receiver ({}): {} requests", if hang { "hang" } else { "fast" }, received.load(Ordering::Relaxed));
+    println!(
+        "receiver ({}): {} requests",
+        if hang { "hang" } else { "fast" },
+        received.load(Ordering::Relaxed)
+    );
 }

@@ -39,7 +39,6 @@ const DRAIN_MAX: Duration = Duration::from_secs(2);
 
 /// What one attempt needs besides its message.
 struct Attempts {
-    store: Arc<dyn Store>,
     client: Client,
     retry_initial: Duration,
     retry_max: Duration,
@@ -65,7 +64,6 @@ pub async fn run(
         }
     };
     let attempts = Arc::new(Attempts {
-        store: store.clone(),
         client,
         retry_initial: Duration::from_millis(config.retry_initial_ms.max(1)),
         retry_max: Duration::from_millis(config.retry_max_ms.clamp(1, 86_400_000 * 30)),
@@ -73,11 +71,11 @@ pub async fn run(
     });
     let lease = chrono::Duration::from_std(attempt_timeout + LEASE_MARGIN)
         .expect("a day and a few seconds fit");
-    let mut in_flight: HashMap<Uuid, u32> = HashMap::new();
-    let mut tasks: JoinSet<Uuid> = JoinSet::new();
+    let mut slots = Slots::default();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut pause = POLL;
     loop {
-        let busy: Vec<(Uuid, u32)> = in_flight.iter().map(|(&d, &n)| (d, n)).collect();
+        let busy: Vec<(Uuid, u32)> = slots.in_flight.iter().map(|(&d, &n)| (d, n)).collect();
         let now = Utc::now();
         let claimed = store
             .claim_due(Claim {
@@ -92,8 +90,9 @@ pub async fn run(
             Ok(messages) => {
                 pause = POLL;
                 for message in messages {
-                    *in_flight.entry(message.destination_id).or_default() += 1;
-                    tasks.spawn(attempts.clone().send(message));
+                    let destination = message.destination_id;
+                    let task = tasks.spawn(attempts.clone().send(message));
+                    slots.take(task.id(), destination);
                 }
             }
             Err(e) => {
@@ -104,16 +103,24 @@ pub async fn run(
         }
         tokio::select! {
             () = stop.cancelled() => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                release(&mut in_flight, done);
-                while let Some(done) = tasks.try_join_next() {
-                    release(&mut in_flight, done);
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let mut finished = Vec::new();
+                finished.extend(slots.release(done));
+                while let Some(done) = tasks.try_join_next_with_id() {
+                    finished.extend(slots.release(done));
                 }
+                record(store.as_ref(), finished).await;
             }
             () = tokio::time::sleep(pause) => {}
         }
     }
-    let finishing = async { while tasks.join_next().await.is_some() {} };
+    let finishing = async {
+        let mut finished = Vec::new();
+        while let Some(done) = tasks.join_next_with_id().await {
+            finished.extend(slots.release(done));
+        }
+        record(store.as_ref(), finished).await;
+    };
     if tokio::time::timeout(drain.min(DRAIN_MAX), finishing)
         .await
         .is_err()
@@ -123,23 +130,89 @@ pub async fn run(
     }
 }
 
-/// One attempt ended: its destination has a free slot again.
-fn release(in_flight: &mut HashMap<Uuid, u32>, done: Result<Uuid, tokio::task::JoinError>) {
-    let Ok(destination) = done else {
-        // A panicked attempt: its slot cannot be told; the lease re-sends it.
+/// An attempt that ended, to be recorded.
+struct Finished {
+    result: AttemptResult,
+    created_at: chrono::DateTime<Utc>,
+}
+
+/// Attempts in flight per destination, and the destination of each attempt task.
+#[derive(Default)]
+struct Slots {
+    in_flight: HashMap<Uuid, u32>,
+    tasks: HashMap<tokio::task::Id, Uuid>,
+}
+
+impl Slots {
+    fn take(&mut self, task: tokio::task::Id, destination: Uuid) {
+        *self.in_flight.entry(destination).or_default() += 1;
+        self.tasks.insert(task, destination);
+    }
+
+    /// An attempt task ended (or panicked: the lease re-sends its message).
+    fn release(
+        &mut self,
+        done: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+    ) -> Option<Finished> {
+        let (task, finished) = match done {
+            Ok((task, finished)) => (task, Some(finished)),
+            Err(e) => (e.id(), None),
+        };
+        if let Some(destination) = self.tasks.remove(&task) {
+            if let Some(n) = self.in_flight.get_mut(&destination) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_flight.remove(&destination);
+                }
+            }
+        }
+        finished
+    }
+}
+
+/// Store the results of the attempts that ended together, in one transaction.
+async fn record(store: &dyn Store, finished: Vec<Finished>) {
+    if finished.is_empty() {
         return;
-    };
-    if let Some(n) = in_flight.get_mut(&destination) {
-        *n -= 1;
-        if *n == 0 {
-            in_flight.remove(&destination);
+    }
+    let results: Vec<AttemptResult> = finished.iter().map(|f| f.result.clone()).collect();
+    match store.finish_attempts(&results).await {
+        Ok(disabled) => {
+            for (f, disabled) in finished.iter().zip(disabled) {
+                let label = match f.result.outcome {
+                    AttemptOutcome::Delivered => {
+                        telemetry::forward_delivered((f.result.at - f.created_at).to_std());
+                        "delivered"
+                    }
+                    AttemptOutcome::Retry { .. } => "retry",
+                    AttemptOutcome::Dead => "dead",
+                };
+                telemetry::forward_attempt(label);
+                if disabled {
+                    tracing::warn!(
+                        app_id = %f.result.app_id,
+                        destination_id = %f.result.destination_id,
+                        "destination disabled: failing continuously for longer than forwarding.horizon_hours"
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            for _ in &finished {
+                telemetry::forward_attempt("unrecorded");
+            }
+            tracing::warn!(
+                error = %crate::error_chain(&e),
+                attempts = finished.len(),
+                "attempts' results were not recorded; their messages are sent again when their leases end"
+            );
         }
     }
 }
 
 impl Attempts {
-    /// Send one message and record the result; returns its destination.
-    async fn send(self: Arc<Self>, message: ClaimedMessage) -> Uuid {
+    /// Send one message; what came of it is recorded by the dispatcher's loop.
+    async fn send(self: Arc<Self>, message: ClaimedMessage) -> Finished {
         let webhook_id = sign::webhook_id(message.id);
         let timestamp = Utc::now().timestamp();
         let sent = match sign::signature(
@@ -165,36 +238,10 @@ impl Attempts {
             }
             Err(e) => Sent::Refused(e.to_string()),
         };
-        let result = self.judge(&message, sent);
-        match self.store.finish_attempt(&result).await {
-            Ok(disabled) => {
-                let label = match result.outcome {
-                    AttemptOutcome::Delivered => {
-                        telemetry::forward_delivered((result.at - message.created_at).to_std());
-                        "delivered"
-                    }
-                    AttemptOutcome::Retry { .. } => "retry",
-                    AttemptOutcome::Dead => "dead",
-                };
-                telemetry::forward_attempt(label);
-                if disabled {
-                    tracing::warn!(
-                        app_id = %message.app_id,
-                        destination_id = %message.destination_id,
-                        "destination disabled: failing continuously for longer than forwarding.horizon_hours"
-                    );
-                }
-            }
-            Err(e) => {
-                telemetry::forward_attempt("unrecorded");
-                tracing::warn!(
-                    error = %crate::error_chain(&e),
-                    destination_id = %message.destination_id,
-                    "an attempt's result was not recorded; the message is sent again when its lease ends"
-                );
-            }
+        Finished {
+            result: self.judge(&message, sent),
+            created_at: message.created_at,
         }
-        message.destination_id
     }
 
     /// What the attempt means for the message.

@@ -180,7 +180,7 @@ pub enum AttemptOutcome {
     Dead,
 }
 
-/// The result of one attempt, recorded by [`OutboxStore::finish_attempt`].
+/// The result of one attempt, recorded by [`OutboxStore::finish_attempts`].
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
     pub id: Uuid,
@@ -224,10 +224,17 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// skipped, so several nodes share the work and none sends a message twice.
     async fn claim_due(&self, claim: Claim<'_>) -> Result<Vec<ClaimedMessage>, StoreError>;
 
-    /// Record an attempt's result on its message and its destination (last
-    /// success, failing since). True when this failure disabled the destination
-    /// (failing continuously for longer than the horizon).
-    async fn finish_attempt(&self, result: &AttemptResult) -> Result<bool, StoreError>;
+    /// Record attempts' results on their messages and destinations (last success,
+    /// failing since), in one transaction (on SQLite that is one commit for many
+    /// attempts, beside the batch writer). For each result, true when it disabled
+    /// its destination (failing continuously for longer than the horizon).
+    async fn finish_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>, StoreError>;
+
+    /// [`OutboxStore::finish_attempts`] of one result.
+    async fn finish_attempt(&self, result: &AttemptResult) -> Result<bool, StoreError> {
+        let disabled = self.finish_attempts(std::slice::from_ref(result)).await?;
+        Ok(disabled.first().copied().unwrap_or(false))
+    }
 
     /// A destination's messages, newest first, of one status or any.
     async fn list_messages(

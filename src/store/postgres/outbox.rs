@@ -95,69 +95,15 @@ impl OutboxStore for PgStore {
             .map_err(store_error)
     }
 
-    async fn finish_attempt(&self, result: &AttemptResult) -> Result<bool, StoreError> {
-        let (status, next) = match result.outcome {
-            AttemptOutcome::Delivered => ("delivered", None),
-            AttemptOutcome::Retry { next_attempt_at } => ("pending", Some(next_attempt_at)),
-            AttemptOutcome::Dead => ("dead", None),
-        };
-        let delivered = result.outcome == AttemptOutcome::Delivered;
+    async fn finish_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>, StoreError> {
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query(
-            "update outbox set status = $3, next_attempt_at = coalesce($4, next_attempt_at), \
-                 last_attempt_at = $5, last_status = $6, last_error = $7, \
-                 delivered_at = case when $8 then $5 else delivered_at end \
-             where app_id = $1 and id = $2",
-        )
-        .bind(result.app_id.as_uuid())
-        .bind(result.id)
-        .bind(status)
-        .bind(next)
-        .bind(result.at)
-        .bind(result.status.map(|s| s as i16))
-        .bind(result.error.as_deref())
-        .bind(delivered)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let disabled = if delivered {
-            sqlx::query(
-                "update destinations set last_success_at = $3, failing_since = null \
-                 where app_id = $1 and id = $2",
-            )
-            .bind(result.app_id.as_uuid())
-            .bind(result.destination_id)
-            .bind(result.at)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            false
-        } else {
-            sqlx::query(
-                "update destinations set failing_since = coalesce(failing_since, $3) \
-                 where app_id = $1 and id = $2",
-            )
-            .bind(result.app_id.as_uuid())
-            .bind(result.destination_id)
-            .bind(result.at)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            sqlx::query(
-                "update destinations set enabled = false, disabled_reason = 'failing', \
-                     updated_at = $3 \
-                 where app_id = $1 and id = $2 and enabled and failing_since < $4",
-            )
-            .bind(result.app_id.as_uuid())
-            .bind(result.destination_id)
-            .bind(result.at)
-            .bind(result.at - result.horizon)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected()
-                == 1
-        };
+        let mut disabled = Vec::with_capacity(results.len());
+        for result in results {
+            disabled.push(finish_one(&mut tx, result).await?);
+        }
         tx.commit().await.map_err(store_error)?;
         Ok(disabled)
     }
@@ -254,4 +200,70 @@ impl OutboxStore for PgStore {
             })
             .collect())
     }
+}
+
+/// One attempt's result on its message and destination; true when it disabled it.
+async fn finish_one(tx: &mut PgConnection, result: &AttemptResult) -> Result<bool, StoreError> {
+    let (status, next) = match result.outcome {
+        AttemptOutcome::Delivered => ("delivered", None),
+        AttemptOutcome::Retry { next_attempt_at } => ("pending", Some(next_attempt_at)),
+        AttemptOutcome::Dead => ("dead", None),
+    };
+    let delivered = result.outcome == AttemptOutcome::Delivered;
+    sqlx::query(
+        "update outbox set status = $3, next_attempt_at = coalesce($4, next_attempt_at), \
+             last_attempt_at = $5, last_status = $6, last_error = $7, \
+             delivered_at = case when $8 then $5 else delivered_at end \
+         where app_id = $1 and id = $2",
+    )
+    .bind(result.app_id.as_uuid())
+    .bind(result.id)
+    .bind(status)
+    .bind(next)
+    .bind(result.at)
+    .bind(result.status.map(|s| s as i16))
+    .bind(result.error.as_deref())
+    .bind(delivered)
+    .execute(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    let disabled = if delivered {
+        sqlx::query(
+            "update destinations set last_success_at = $3, failing_since = null \
+             where app_id = $1 and id = $2",
+        )
+        .bind(result.app_id.as_uuid())
+        .bind(result.destination_id)
+        .bind(result.at)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        false
+    } else {
+        sqlx::query(
+            "update destinations set failing_since = coalesce(failing_since, $3) \
+             where app_id = $1 and id = $2",
+        )
+        .bind(result.app_id.as_uuid())
+        .bind(result.destination_id)
+        .bind(result.at)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        sqlx::query(
+            "update destinations set enabled = false, disabled_reason = 'failing', \
+                 updated_at = $3 \
+             where app_id = $1 and id = $2 and enabled and failing_since < $4",
+        )
+        .bind(result.app_id.as_uuid())
+        .bind(result.destination_id)
+        .bind(result.at)
+        .bind(result.at - result.horizon)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected()
+            == 1
+    };
+    Ok(disabled)
 }

@@ -44,6 +44,20 @@ fn message_row(row: &SqliteRow) -> Result<MessageRecord, sqlx::Error> {
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn claim_due(&self, claim: Claim<'_>) -> Result<Vec<ClaimedMessage>, StoreError> {
+        // Most polls find nothing due: ask a reader first, so that an idle
+        // dispatcher never takes the write lock from the batch writer.
+        let now = time_text(claim.now);
+        let due: bool = sqlx::query_scalar(
+            "select exists (select 1 from outbox o join destinations d on d.id = o.destination_id \
+                 where o.status = 'pending' and o.next_attempt_at <= $1 and d.enabled = 1)",
+        )
+        .bind(&now)
+        .fetch_one(&self.readers)
+        .await
+        .map_err(store_error)?;
+        if !due {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
         let destinations = sqlx::query(
             "select id, app_id, url, secret from destinations where enabled = 1 order by id",
@@ -51,7 +65,6 @@ impl OutboxStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
-        let now = time_text(claim.now);
         let lease = time_text(claim.lease_until);
         let mut claimed = Vec::new();
         for dest in &destinations {
@@ -104,65 +117,15 @@ impl OutboxStore for SqliteStore {
         Ok(claimed)
     }
 
-    async fn finish_attempt(&self, result: &AttemptResult) -> Result<bool, StoreError> {
-        let (status, next) = match result.outcome {
-            AttemptOutcome::Delivered => ("delivered", None),
-            AttemptOutcome::Retry { next_attempt_at } => ("pending", Some(next_attempt_at)),
-            AttemptOutcome::Dead => ("dead", None),
-        };
-        let delivered = result.outcome == AttemptOutcome::Delivered;
-        let at = time_text(result.at);
+    async fn finish_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>, StoreError> {
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "update outbox set status = $2, next_attempt_at = coalesce($3, next_attempt_at), \
-                 last_attempt_at = $4, last_status = $5, last_error = $6, \
-                 delivered_at = case when $7 then $4 else delivered_at end \
-             where id = $1",
-        )
-        .bind(uuid_text(result.id))
-        .bind(status)
-        .bind(next.map(time_text))
-        .bind(&at)
-        .bind(result.status.map(i64::from))
-        .bind(result.error.as_deref())
-        .bind(delivered)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let dest = uuid_text(result.destination_id);
-        let disabled = if delivered {
-            sqlx::query(
-                "update destinations set last_success_at = $2, failing_since = null where id = $1",
-            )
-            .bind(&dest)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            false
-        } else {
-            sqlx::query(
-                "update destinations set failing_since = coalesce(failing_since, $2) where id = $1",
-            )
-            .bind(&dest)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-            sqlx::query(
-                "update destinations set enabled = 0, disabled_reason = 'failing', \
-                     updated_at = $2 \
-                 where id = $1 and enabled = 1 and failing_since < $3",
-            )
-            .bind(&dest)
-            .bind(&at)
-            .bind(time_text(result.at - result.horizon))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?
-            .rows_affected()
-                == 1
-        };
+        let mut disabled = Vec::with_capacity(results.len());
+        for result in results {
+            disabled.push(finish_one(&mut tx, result).await?);
+        }
         tx.commit().await.map_err(store_error)?;
         Ok(disabled)
     }
@@ -245,4 +208,66 @@ impl OutboxStore for SqliteStore {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(store_error)
     }
+}
+
+/// One attempt's result on its message and destination; true when it disabled it.
+async fn finish_one(tx: &mut SqliteConnection, result: &AttemptResult) -> Result<bool, StoreError> {
+    let (status, next) = match result.outcome {
+        AttemptOutcome::Delivered => ("delivered", None),
+        AttemptOutcome::Retry { next_attempt_at } => ("pending", Some(next_attempt_at)),
+        AttemptOutcome::Dead => ("dead", None),
+    };
+    let delivered = result.outcome == AttemptOutcome::Delivered;
+    let at = time_text(result.at);
+    sqlx::query(
+        "update outbox set status = $2, next_attempt_at = coalesce($3, next_attempt_at), \
+             last_attempt_at = $4, last_status = $5, last_error = $6, \
+             delivered_at = case when $7 then $4 else delivered_at end \
+         where id = $1",
+    )
+    .bind(uuid_text(result.id))
+    .bind(status)
+    .bind(next.map(time_text))
+    .bind(&at)
+    .bind(result.status.map(i64::from))
+    .bind(result.error.as_deref())
+    .bind(delivered)
+    .execute(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    let dest = uuid_text(result.destination_id);
+    let disabled = if delivered {
+        sqlx::query(
+            "update destinations set last_success_at = $2, failing_since = null where id = $1",
+        )
+        .bind(&dest)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        false
+    } else {
+        sqlx::query(
+            "update destinations set failing_since = coalesce(failing_since, $2) where id = $1",
+        )
+        .bind(&dest)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        sqlx::query(
+            "update destinations set enabled = 0, disabled_reason = 'failing', \
+                 updated_at = $2 \
+             where id = $1 and enabled = 1 and failing_since < $3",
+        )
+        .bind(&dest)
+        .bind(&at)
+        .bind(time_text(result.at - result.horizon))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?
+        .rows_affected()
+            == 1
+    };
+    Ok(disabled)
 }
