@@ -304,6 +304,7 @@ impl Attempts {
             id: message.id,
             app_id: message.app_id,
             destination_id: message.destination_id,
+            attempt: message.attempts,
             at,
             status,
             error,

@@ -186,6 +186,12 @@ pub struct AttemptResult {
     pub id: Uuid,
     pub app_id: AppId,
     pub destination_id: Uuid,
+    /// The message's attempt count when it was claimed for this attempt. A failure
+    /// is recorded only while the message is still at this attempt and pending: a
+    /// late result, after the lease ran out and another claim (or a replay) took
+    /// the message, does not overwrite what that claim decides. A success is
+    /// recorded whenever the message is still pending.
+    pub attempt: i32,
     /// When the attempt ended.
     pub at: DateTime<Utc>,
     /// The receiver's HTTP status; `None` for a timeout, a connection error or a refusal.

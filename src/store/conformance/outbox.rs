@@ -180,6 +180,7 @@ fn result(message: &ClaimedMessage, at: DateTime<Utc>, outcome: AttemptOutcome) 
         id: message.id,
         app_id: message.app_id,
         destination_id: message.destination_id,
+        attempt: message.attempts,
         at,
         status: match outcome {
             AttemptOutcome::Delivered => Some(204),
@@ -301,6 +302,18 @@ async fn attempt_results_update_the_message_and_its_destination(store: &dyn Stor
     let due = store.claim_due(claim(retry_at, &[], 3)).await.unwrap();
     assert_eq!(ids(&due), [claimed[0].id].into_iter().collect());
     assert_eq!(due[0].attempts, 2);
+    // A late failure of the first attempt (its lease ran out, the message was
+    // claimed again) does not overwrite the second claim's lease.
+    store
+        .finish_attempt(&result(&claimed[0], retry_at, AttemptOutcome::Dead))
+        .await
+        .expect("stale result");
+    let still = store
+        .list_messages(app, dest, Some(MessageStatus::Pending), 10)
+        .await
+        .unwrap();
+    assert_eq!(still.len(), 1, "a stale failure is ignored");
+    assert_eq!(still[0].attempts, 2);
 
     let backlogs = store.destination_backlogs().await.expect("backlogs");
     assert_eq!(

@@ -214,7 +214,7 @@ async fn finish_one(tx: &mut PgConnection, result: &AttemptResult) -> Result<boo
         "update outbox set status = $3, next_attempt_at = coalesce($4, next_attempt_at), \
              last_attempt_at = $5, last_status = $6, last_error = $7, \
              delivered_at = case when $8 then $5 else delivered_at end \
-         where app_id = $1 and id = $2",
+         where app_id = $1 and id = $2 and status = 'pending' and (attempts = $9 or $8)",
     )
     .bind(result.app_id.as_uuid())
     .bind(result.id)
@@ -224,6 +224,7 @@ async fn finish_one(tx: &mut PgConnection, result: &AttemptResult) -> Result<boo
     .bind(result.status.map(|s| s as i16))
     .bind(result.error.as_deref())
     .bind(delivered)
+    .bind(result.attempt)
     .execute(&mut *tx)
     .await
     .map_err(store_error)?;

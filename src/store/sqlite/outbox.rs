@@ -223,7 +223,7 @@ async fn finish_one(tx: &mut SqliteConnection, result: &AttemptResult) -> Result
         "update outbox set status = $2, next_attempt_at = coalesce($3, next_attempt_at), \
              last_attempt_at = $4, last_status = $5, last_error = $6, \
              delivered_at = case when $7 then $4 else delivered_at end \
-         where id = $1",
+         where id = $1 and status = 'pending' and (attempts = $8 or $7)",
     )
     .bind(uuid_text(result.id))
     .bind(status)
@@ -232,6 +232,7 @@ async fn finish_one(tx: &mut SqliteConnection, result: &AttemptResult) -> Result
     .bind(result.status.map(i64::from))
     .bind(result.error.as_deref())
     .bind(delivered)
+    .bind(i64::from(result.attempt))
     .execute(&mut *tx)
     .await
     .map_err(store_error)?;
