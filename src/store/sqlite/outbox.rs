@@ -44,48 +44,56 @@ fn message_row(row: &SqliteRow) -> Result<MessageRecord, sqlx::Error> {
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn claim_due(&self, claim: Claim<'_>) -> Result<Vec<ClaimedMessage>, StoreError> {
-        // Most polls find nothing due: ask a reader first, so that an idle
-        // dispatcher never takes the write lock from the batch writer.
+        // Ask a reader which destinations have due messages, and take the write
+        // lock only when one of them has a free slot: an idle dispatcher, or one
+        // whose destinations are all busy (a hanging receiver), never competes
+        // with the batch writer.
         let now = time_text(claim.now);
-        let due: bool = sqlx::query_scalar(
-            "select exists (select 1 from outbox o join destinations d on d.id = o.destination_id \
-                 where o.status = 'pending' and o.next_attempt_at <= $1 and d.enabled = 1)",
+        let destinations = sqlx::query(
+            "select d.id, d.app_id, d.url, d.secret from destinations d \
+             where d.enabled = 1 and exists (select 1 from outbox o \
+                 where o.destination_id = d.id and o.status = 'pending' \
+                   and o.next_attempt_at <= $1) \
+             order by d.id",
         )
         .bind(&now)
-        .fetch_one(&self.readers)
+        .fetch_all(&self.readers)
         .await
         .map_err(store_error)?;
-        if !due {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.begin_write().await?;
-        let destinations = sqlx::query(
-            "select id, app_id, url, secret from destinations where enabled = 1 order by id",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let lease = time_text(claim.lease_until);
-        let mut claimed = Vec::new();
-        for dest in &destinations {
-            let remaining = claim.limit as usize - claimed.len().min(claim.limit as usize);
-            if remaining == 0 {
-                break;
-            }
-            let id = uuid_col(dest, "id").map_err(store_error)?;
+        let free = |row: &SqliteRow| -> Result<(Uuid, u32), StoreError> {
+            let id = uuid_col(row, "id").map_err(store_error)?;
             let busy = claim
                 .in_flight
                 .iter()
                 .find(|(d, _)| *d == id)
                 .map_or(0, |&(_, n)| n);
-            let slots = (claim.max_in_flight.saturating_sub(busy) as usize).min(remaining);
-            if slots == 0 {
-                continue;
+            Ok((id, claim.max_in_flight.saturating_sub(busy)))
+        };
+        let mut open = Vec::new();
+        for row in &destinations {
+            let (id, slots) = free(row)?;
+            if slots > 0 {
+                open.push((row, id, slots));
             }
+        }
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The claims below check status and due time again, under the write lock.
+        let mut tx = self.begin_write().await?;
+        let lease = time_text(claim.lease_until);
+        let mut claimed = Vec::new();
+        for (dest, id, slots) in open {
+            let remaining = claim.limit as usize - claimed.len().min(claim.limit as usize);
+            if remaining == 0 {
+                break;
+            }
+            let slots = (slots as usize).min(remaining);
             let rows = sqlx::query(
                 "update outbox set next_attempt_at = $1, attempts = attempts + 1 \
                  where id in (select id from outbox \
                      where destination_id = $2 and status = 'pending' and next_attempt_at <= $3 \
+                       and (select enabled from destinations where id = $2) = 1 \
                      order by next_attempt_at limit $4) \
                  returning id, app_id, payload, attempts, created_at",
             )
