@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `apps …`, `prune`, and the offline
+//! The command line: `serve` (default), `migrate`, `apps …`, `destinations …`,
+//! `deliveries …`, `prune`, and the offline
 //! `check-url`. Every command but `check-url` opens the configured database and
 //! applies pending migrations first.
 
@@ -6,10 +7,12 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::apps::{self, CreatedApp};
 use crate::config::Config;
 use crate::domain::{AppId, PartnerId, Tier};
+use crate::store::forwarding::DestinationWhat;
 use crate::{open_store, shutdown_signal, App, StartError};
 
 #[derive(Debug, Parser)]
@@ -36,12 +39,12 @@ pub enum Command {
     /// Manage apps and their API keys.
     #[command(subcommand)]
     Apps(AppsCommand),
+    /// Manage an app's forwarding destinations (signed webhooks).
+    #[command(subcommand)]
+    Destinations(DestinationsCommand),
     /// Read the delivery log: what each postback was answered, and why.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
-    /// Forwarding destinations: where an app's attributions and events are sent.
-    #[command(subcommand)]
-    Destinations(DestinationsCommand),
     /// Check a postback URL as copied from a partner's dashboard, offline: the
     /// partner, api_key, which dimensions and identifiers have a macro, unknown
     /// macros, duplicated keys. Exits 1 when it has problems.
@@ -102,6 +105,61 @@ pub enum AppsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DestinationsCommand {
+    /// Add a destination; prints its id and its signing secret (shown only this once).
+    /// Loopback, link-local and private addresses are refused unless
+    /// forwarding.allow_private_targets is set.
+    Add {
+        app_id: AppId,
+        /// Where messages are POSTed: an http(s) URL.
+        #[arg(long)]
+        url: String,
+        /// attributions: one message per new first-touch attribution; events: one
+        /// per accepted delivery, installs included; all: both.
+        #[arg(long, default_value = "attributions", value_parser = parse_what)]
+        what: DestinationWhat,
+        /// Print {"destination_id","url","what","secret"} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an app's destinations with their state, backlog and dead count (never
+    /// the secrets).
+    List {
+        app_id: AppId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sending to a destination: it gets no new messages and its pending
+    /// messages wait until `enable`.
+    Disable { destination_id: Uuid },
+    /// Send to a destination again, its waiting messages first.
+    Enable { destination_id: Uuid },
+    /// Delete a destination and all its messages (pending, dead and delivered).
+    Remove { destination_id: Uuid },
+    /// Give a destination a new signing secret (shown only this once); the old one
+    /// stops signing at once.
+    RotateSecret {
+        destination_id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue a destination's messages: they are sent again, with the same
+    /// webhook-id. Say which: --dead, --since, or both.
+    Replay {
+        destination_id: Uuid,
+        /// Only dead messages (without it: dead and delivered ones).
+        #[arg(long)]
+        dead: bool,
+        /// Only messages created at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DeliveriesCommand {
     /// Print an app's last deliveries, oldest of them first, one line each.
     Tail {
@@ -121,24 +179,6 @@ pub enum DeliveriesCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum DestinationsCommand {
-    /// Re-queue a destination's messages: they are sent again, with the same
-    /// webhook-id. Say which: --dead, --since, or both.
-    Replay {
-        destination_id: uuid::Uuid,
-        /// Only dead messages (without it: dead and delivered ones).
-        #[arg(long)]
-        dead: bool,
-        /// Only messages created at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
-        #[arg(long, value_parser = parse_since)]
-        since: Option<chrono::DateTime<chrono::Utc>>,
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
@@ -152,6 +192,11 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 fn parse_partner(s: &str) -> Result<PartnerId, String> {
     s.parse()
         .map_err(|_| format!("unknown partner {s:?}; expected one of kochava, tune, appsflyer, adjust, singular, branch"))
+}
+
+fn parse_what(s: &str) -> Result<DestinationWhat, String> {
+    DestinationWhat::parse(s)
+        .ok_or_else(|| format!("unknown {s:?}; expected attributions, events or all"))
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -241,22 +286,81 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
             }
             Ok(())
         }
-        Command::Destinations(DestinationsCommand::Replay {
+        Command::Apps(cmd) => {
+            let store = open_store(&config).await?;
+            let result = run_apps(cmd, store.as_ref(), &config).await;
+            store.close().await;
+            result
+        }
+        Command::Destinations(cmd) => {
+            let store = open_store(&config).await?;
+            let result = run_destinations(cmd, store.as_ref(), &config).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+async fn run_destinations(
+    cmd: DestinationsCommand,
+    store: &dyn crate::store::Store,
+    config: &Config,
+) -> Result<(), StartError> {
+    use crate::forwarding::destinations::{self as dest, CreatedView, DestinationView};
+    match cmd {
+        DestinationsCommand::Add {
+            app_id,
+            url,
+            what,
+            json,
+        } => {
+            let allow_private = config.forwarding.allow_private_targets;
+            let created = dest::add_destination(store, app_id, &url, what, allow_private).await?;
+            if json {
+                println!("{}", json!(CreatedView::from(&created)));
+            } else {
+                print!("{}", dest::describe_created(&created));
+            }
+        }
+        DestinationsCommand::List { app_id, json } => {
+            if store.get_app(app_id).await?.is_none() {
+                return Err(dest::DestinationError::UnknownApp(app_id).into());
+            }
+            let list = store.list_destinations(app_id).await?;
+            if json {
+                let views: Vec<_> = list.iter().map(DestinationView::from).collect();
+                println!("{}", json!({ "destinations": views }));
+            } else {
+                print!("{}", dest::describe_list(&list));
+            }
+        }
+        DestinationsCommand::Disable { destination_id } => {
+            dest::disable(store, destination_id).await?;
+            println!("{destination_id}: disabled; its pending messages wait until `enable`");
+        }
+        DestinationsCommand::Enable { destination_id } => {
+            let record = dest::enable(store, destination_id).await?;
+            println!(
+                "{destination_id}: enabled; {} pending messages to send",
+                record.backlog
+            );
+        }
+        DestinationsCommand::Remove { destination_id } => {
+            let messages = dest::remove(store, destination_id).await?;
+            println!("{destination_id}: removed, with its {messages} messages");
+        }
+        DestinationsCommand::Replay {
             destination_id,
             dead,
             since,
             json,
-        }) => {
-            let store = open_store(&config).await?;
+        } => {
             let filter = crate::store::forwarding::ReplayFilter {
                 dead_only: dead,
                 since,
             };
             let done =
-                crate::forwarding::replay::replay(store.as_ref(), None, destination_id, filter)
-                    .await;
-            store.close().await;
-            let done = done?;
+                crate::forwarding::replay::replay(store, None, destination_id, filter).await?;
             if json {
                 println!(
                     "{}",
@@ -275,15 +379,27 @@ pub async fn run(cli: Cli, mut config: Config) -> Result<(), StartError> {
                     );
                 }
             }
-            Ok(())
         }
-        Command::Apps(cmd) => {
-            let store = open_store(&config).await?;
-            let result = run_apps(cmd, store.as_ref(), &config).await;
-            store.close().await;
-            result
+        DestinationsCommand::RotateSecret {
+            destination_id,
+            json,
+        } => {
+            let secret = dest::rotate_secret(store, destination_id).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"destination_id": destination_id, "secret": secret.expose()})
+                );
+            } else {
+                println!(
+                    "new secret for {destination_id}: {}\n  (shown once; every attempt from \
+                     now on, retries included, is signed with it only)",
+                    secret.expose()
+                );
+            }
         }
     }
+    Ok(())
 }
 
 async fn run_apps(

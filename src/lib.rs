@@ -56,6 +56,8 @@ pub enum StartError {
     Apps(#[from] apps::AppsError),
     #[error(transparent)]
     Replay(#[from] forwarding::replay::ReplayError),
+    #[error(transparent)]
+    Destinations(#[from] forwarding::destinations::DestinationError),
     #[error("server")]
     Serve(#[from] std::io::Error),
     /// `check-url` found problems; they are printed already.
@@ -232,6 +234,7 @@ impl App {
             prometheus,
             max_body_bytes: config.http.max_body_bytes,
             admin_token: config.admin_token.clone(),
+            allow_private_targets: config.forwarding.allow_private_targets,
             base_url: config.public_base_url(address),
             login_throttle: Arc::new(http::LoginThrottle::new(
                 config.http.failed_logins_per_minute,

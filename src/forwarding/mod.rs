@@ -2,6 +2,7 @@
 //! destination management, and the dispatcher that drains the outbox.
 
 pub mod client;
+pub mod destinations;
 pub mod dispatcher;
 pub mod replay;
 pub mod retry;

@@ -276,6 +276,7 @@ pub fn documented_queries() -> Vec<(&'static str, Value)> {
         ("/v1/apps/{app_id}/summary", SummaryQuery::documented()),
     ];
     queries.extend(super::deliveries::documented_queries());
+    queries.extend(super::destinations::documented_queries());
     queries
 }
 

@@ -36,6 +36,7 @@ mod admin;
 mod auth;
 mod chart;
 mod deliveries;
+mod destinations;
 mod destinations_section;
 mod dry_run;
 pub mod error;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     pub max_body_bytes: usize,
     pub admin_token: Secret,
+    /// `forwarding.allow_private_targets`: the SSRF rule is off for new destinations.
+    pub allow_private_targets: bool,
     /// Base of printed endpoint URLs.
     pub base_url: String,
     pub login_throttle: Arc<LoginThrottle>,
@@ -105,6 +108,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(deliveries::router())
         .merge(forwarding::router())
+        .merge(destinations::router())
         .merge(status::router())
         .merge(health::router())
         .routes(utoipa_axum::routes!(openapi_json))
@@ -279,8 +283,50 @@ async fn method_not_allowed(uri: Uri) -> AppError {
             },
             Err(_) => AppError::UnknownPartner,
         },
-        None => AppError::MethodNotAllowed { allow: "GET" },
+        None => AppError::MethodNotAllowed {
+            allow: documented_methods(uri.path()),
+        },
     }
+}
+
+/// The methods the OpenAPI document gives the route of `path`, as `Allow` lists them
+/// (`GET, POST`; `DELETE`): read from the document once, so a new route needs no
+/// entry here. The most literal template wins; an unknown path gets `GET`.
+fn documented_methods(path: &str) -> &'static str {
+    type Route = (Vec<String>, &'static str);
+    static ROUTES: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let doc = openapi();
+        let Some(paths) = doc["paths"].as_object() else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .map(|(template, item)| {
+                let methods: Vec<String> = ["get", "post", "put", "patch", "delete"]
+                    .into_iter()
+                    .filter(|m| item.get(*m).is_some())
+                    .map(str::to_uppercase)
+                    .collect();
+                // Built once per route for the life of the process.
+                let allow: &'static str = Box::leak(methods.join(", ").into_boxed_str());
+                (template.split('/').map(str::to_owned).collect(), allow)
+            })
+            .collect()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    let is_param = |t: &str| t.starts_with('{') && t.ends_with('}');
+    routes
+        .iter()
+        .filter(|(template, _)| {
+            template.len() == segments.len()
+                && template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| is_param(t) || t == s)
+        })
+        .max_by_key(|(template, _)| template.iter().filter(|t| !is_param(t)).count())
+        .map_or("GET", |(_, allow)| allow)
 }
 
 /// Longest client-chosen request id kept; a UUID is 36 characters.
@@ -386,6 +432,9 @@ mod tests {
             ("/v1/apps/{app_id}/summary", "get"),
             ("/v1/apps/{app_id}/deliveries", "get"),
             ("/v1/apps/{app_id}/deliveries/{request_id}", "get"),
+            ("/v1/apps/{app_id}/destinations", "get"),
+            ("/v1/apps/{app_id}/destinations", "post"),
+            ("/v1/apps/{app_id}/destinations/{destination_id}", "delete"),
             ("/v1/deliveries/unauthenticated", "get"),
             (
                 "/v1/apps/{app_id}/destinations/{destination_id}/messages",
@@ -422,6 +471,26 @@ mod tests {
             documented, listed,
             "documented paths and SPEC routes differ"
         );
+    }
+
+    /// A 405 lists the methods the route takes, as documented.
+    #[test]
+    fn method_not_allowed_lists_the_documented_methods() {
+        let app = "0190c0de-0000-7000-8000-000000000000";
+        assert_eq!(
+            documented_methods(&format!("/v1/apps/{app}/destinations")),
+            "GET, POST"
+        );
+        assert_eq!(
+            documented_methods(&format!("/v1/apps/{app}/destinations/{app}")),
+            "DELETE"
+        );
+        assert_eq!(
+            documented_methods(&format!("/v1/apps/{app}/users/lookup")),
+            "GET"
+        );
+        assert_eq!(documented_methods("/v1/apps"), "GET");
+        assert_eq!(documented_methods("/nowhere/at/all"), "GET");
     }
 
     /// The document is as strict as the handlers (schemathesis once found every

@@ -137,7 +137,24 @@ fn add_error_answers(path: &str, operation: &mut Value) {
                 503,
                 retry_after("unavailable: the database does not answer"),
             ));
-            if tag == "admin" {
+            if tag == "admin" && operation["requestBody"].is_object() {
+                answers.push((
+                    400,
+                    error(
+                        "bad_request: the body is not what the schema says, or a value in it \
+                         is refused (for a destination: a URL that is not http(s), or that \
+                         points at a private address); the message names it",
+                    ),
+                ));
+                answers.push((
+                    408,
+                    error("request_timeout: the body did not arrive in time"),
+                ));
+                answers.push((
+                    413,
+                    error("payload_too_large: the body is over the body limit"),
+                ));
+            } else if tag == "admin" {
                 answers.push((
                     400,
                     error(
@@ -147,7 +164,10 @@ fn add_error_answers(path: &str, operation: &mut Value) {
                 ));
             }
             if names_an_app && tag == "admin" {
-                answers.push((404, error("not_found: no such app (or user, for a lookup)")));
+                answers.push((
+                    404,
+                    error("not_found: no such app (or user, for a lookup; or destination)"),
+                ));
             }
             if tag == "page" && path.ends_with("/attribution/test") {
                 answers.push((

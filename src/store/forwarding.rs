@@ -9,6 +9,24 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::domain::AppId;
 
+/// Why a destination is disabled (`destinations.disabled_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisabledReason {
+    /// `destinations disable`: an operator stopped it.
+    Operator,
+    /// Failing continuously for longer than `forwarding.horizon_hours`.
+    Failing,
+}
+
+impl DisabledReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisabledReason::Operator => "operator",
+            DisabledReason::Failing => "failing",
+        }
+    }
+}
+
 /// What a destination is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DestinationWhat {
@@ -124,6 +142,44 @@ pub trait DestinationStore: Send + Sync + 'static {
 
     /// One destination by id, whatever its app.
     async fn get_destination(&self, id: Uuid) -> Result<Option<DestinationRecord>, StoreError>;
+
+    /// Stop a destination: batches that read it from now on write it no outbox rows,
+    /// and its pending messages wait (the dispatcher claims none of a disabled
+    /// destination's). Disabling a disabled destination records the new reason.
+    /// `None` when there is no such destination.
+    async fn disable_destination(
+        &self,
+        id: Uuid,
+        reason: DisabledReason,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DestinationRecord>, StoreError>;
+
+    /// Start a destination again: new rows are written for it and its pending
+    /// messages go out. Clears `disabled_reason` and `failing_since`, so that one
+    /// disabled for failing gets a whole horizon again. `None` when there is no such
+    /// destination.
+    async fn enable_destination(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DestinationRecord>, StoreError>;
+
+    /// Delete a destination and every outbox message of it, whatever their status,
+    /// in one transaction. The number of messages deleted; `None` when there is no
+    /// such destination. PostgreSQL locks the destination row first (`for update`):
+    /// a batch that reads destinations `for key share` then either commits its rows
+    /// before (and they are deleted too) or no longer sees the destination.
+    async fn remove_destination(&self, id: Uuid) -> Result<Option<u64>, StoreError>;
+
+    /// Replace a destination's signing secret (`whsec_…`); every attempt from now
+    /// on, retries and replays included, is signed with it. False when there is no
+    /// such destination.
+    async fn rotate_destination_secret(
+        &self,
+        id: Uuid,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// What the dispatcher may claim in one round (see [`OutboxStore::claim_due`]).

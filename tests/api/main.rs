@@ -10,6 +10,7 @@ mod connections;
 mod crash;
 mod deliveries;
 mod deploy;
+mod destinations;
 mod dry_run;
 mod failover;
 mod fleet;

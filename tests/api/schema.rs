@@ -27,7 +27,7 @@ const APP_OWNED: [&str; 10] = [
     "deliveries",
     "destinations",
     "outbox",
-    "partner_connections",
+    "partner_connection_shards",
     "postback_events",
     "quota_usage",
     "user_identities",

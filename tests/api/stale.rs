@@ -77,9 +77,14 @@ impl TestApp {
                     .into()
             })
             .expect("an install");
+        // PostgreSQL keeps the counters in shards behind the partner_connections view.
+        let counters = match self.db {
+            TestDb::Postgres { .. } => "partner_connection_shards",
+            TestDb::Sqlite { .. } => "partner_connections",
+        };
         self.db
             .execute(&format!(
-                "update partner_connections set last_success_at = {} where partner = '{partner}'",
+                "update {counters} set last_success_at = {} where partner = '{partner}'",
                 time_literal(last)
             ))
             .await;

@@ -59,6 +59,7 @@ macro_rules! conformance {
 }
 
 mod apps;
+mod destinations;
 mod health;
 mod ingest;
 mod maintenance;

@@ -81,4 +81,94 @@ impl DestinationStore for PgStore {
             .transpose()
             .map_err(store_error)
     }
+
+    async fn disable_destination(
+        &self,
+        id: Uuid,
+        reason: DisabledReason,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DestinationRecord>, StoreError> {
+        let updated = sqlx::query(
+            "update destinations set enabled = false, disabled_reason = $2, updated_at = $3 \
+             where id = $1",
+        )
+        .bind(id)
+        .bind(reason.as_str())
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_destination(id).await
+    }
+
+    async fn enable_destination(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DestinationRecord>, StoreError> {
+        let updated = sqlx::query(
+            "update destinations set enabled = true, disabled_reason = null, \
+                 failing_since = null, updated_at = $2 \
+             where id = $1",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_destination(id).await
+    }
+
+    async fn remove_destination(&self, id: Uuid) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Locked first: a batch adding rows for it waits, and they go with it.
+        let app: Option<Uuid> =
+            sqlx::query_scalar("select app_id from destinations where id = $1 for update")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        let Some(app) = app else {
+            return Ok(None);
+        };
+        // The foreign key cascades too; deleting here counts what goes.
+        let messages = sqlx::query("delete from outbox where app_id = $1 and destination_id = $2")
+            .bind(app)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        sqlx::query("delete from destinations where app_id = $1 and id = $2")
+            .bind(app)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Some(messages))
+    }
+
+    async fn rotate_destination_secret(
+        &self,
+        id: Uuid,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let updated =
+            sqlx::query("update destinations set secret = $2, updated_at = $3 where id = $1")
+                .bind(id)
+                .bind(secret)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+        Ok(updated.rows_affected() > 0)
+    }
 }

@@ -2,12 +2,63 @@
 
 use super::*;
 
+/// How many counter rows each (app, partner) may be split into: batches in flight at
+/// once in one process take distinct shards, processes start at random offsets.
+const COUNTER_SHARDS: u16 = 64;
+
+/// Hands each batch in flight a counter shard no other batch of this process holds,
+/// so that concurrent batches never wait on each other's counter rows (which stay
+/// locked until commit): they commit, and flush the WAL, together.
+pub(super) struct CounterShards {
+    /// Added to every slot: other processes on the same database most likely use
+    /// other shards.
+    offset: u16,
+    free: std::sync::Mutex<Vec<u16>>,
+}
+
+impl CounterShards {
+    pub(super) fn new() -> Self {
+        Self {
+            offset: rand::random::<u16>() % COUNTER_SHARDS,
+            free: std::sync::Mutex::new((0..COUNTER_SHARDS).rev().collect()),
+        }
+    }
+
+    /// A shard for one batch, returned when the guard drops. Should every slot be
+    /// taken, the batch shares one (correct, only slower).
+    fn take(&self) -> ShardGuard<'_> {
+        let slot = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        ShardGuard { shards: self, slot }
+    }
+}
+
+struct ShardGuard<'a> {
+    shards: &'a CounterShards,
+    slot: Option<u16>,
+}
+
+impl ShardGuard<'_> {
+    fn shard(&self) -> i16 {
+        ((self.slot.unwrap_or(0) + self.shards.offset) % COUNTER_SHARDS) as i16
+    }
+}
+
+impl Drop for ShardGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            let mut free = self.shards.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.push(slot);
+        }
+    }
+}
+
 /// The body of `record_batch`, inside its transaction: a fixed handful of
 /// set-based statements whatever the batch's size, and no lock wider than the rows
 /// a batch writes, so batches of one busy app (from any process) run side by side.
 async fn record_in(
     conn: &mut PgConnection,
     batch: &Batch<'_>,
+    shard: i16,
 ) -> Result<RecordedBatch, sqlx::Error> {
     let Batch {
         events,
@@ -47,16 +98,14 @@ async fn record_in(
         .await?;
     }
 
-    // 3. The delivery log, now that every answer is known (before step 4, whose
-    //    counter rows are the ones concurrent batches of an app share: they stay
-    //    locked only from there to the commit).
+    // 3. The delivery log, now that every answer is known.
     super::deliveries::insert(conn, batch, &outcomes).await?;
 
     // 4. First touch, attributions and counters in one statement.
     let installs_recorded = recorded_installs(events, &outcomes);
     let candidates = first_touches(events, &installs_recorded);
     let tallies = tally_batch(events, &outcomes, counters);
-    let lost = attribute_and_count(conn, events, &candidates, &tallies).await?;
+    let lost = attribute_and_count(conn, events, &candidates, &tallies, shard).await?;
     // 5. Rare: a known user's install with an identifier not seen before claimed
     //    that identifier; it belongs to the user's existing attribution.
     if !lost.is_empty() {
@@ -352,8 +401,19 @@ fn outbox_insert(ty: &str, rows: &str) -> String {
     )
 }
 
-fn is_deadlock(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+/// A batch worth running again as it is: chosen as a deadlock victim, or it wrote an
+/// outbox message for a destination removed between its read and its commit (the
+/// next run no longer sees it). Reading destinations `for key share` instead would
+/// make every batch of an app write-lock the same destination rows.
+fn is_retryable(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    match db.code().as_deref() {
+        Some("40P01") => true,
+        Some("23503") => db.constraint() == Some("outbox_app_id_destination_id_fkey"),
+        _ => false,
+    }
 }
 
 /// The identifier columns, in `Identifiers::pairs` order.
@@ -376,6 +436,7 @@ async fn attribute_and_count(
     events: &[NewEvent],
     candidates: &[(usize, Uuid)],
     tallies: &BTreeMap<(AppId, PartnerId), ConnectionTally>,
+    shard: i16,
 ) -> Result<Vec<(usize, Uuid)>, sqlx::Error> {
     if candidates.is_empty() && tallies.is_empty() {
         return Ok(Vec::new());
@@ -419,16 +480,17 @@ async fn attribute_and_count(
              returning id), \
          forwarded as ({forwarded}), \
          counted as ( \
-             insert into partner_connections as pc (app_id, partner, status, last_success_at, \
-                 installs, events, organic_ignored, duplicates, rejected, rate_limited, updated_at) \
-             select app_id, partner, status, last_success_at, installs, events, organic_ignored, \
-                 duplicates, rejected, rate_limited, $26 \
+             insert into partner_connection_shards as pc (app_id, partner, shard, status, \
+                 last_success_at, installs, events, organic_ignored, duplicates, rejected, \
+                 rate_limited, updated_at) \
+             select app_id, partner, $28, status, last_success_at, installs, events, \
+                 organic_ignored, duplicates, rejected, rate_limited, $26 \
              from unnest($16::uuid[], $17::text[], $18::text[], $19::timestamptz[], $20::int8[], \
                  $21::int8[], $22::int8[], $23::int8[], $24::int8[], $25::int8[]) with ordinality \
                as u(app_id, partner, status, last_success_at, installs, events, organic_ignored, \
                  duplicates, rejected, rate_limited, n) \
              order by n \
-             on conflict (app_id, partner) do update set \
+             on conflict (app_id, partner, shard) do update set \
                  status = case when excluded.status = 'connected' then 'connected' else pc.status end, \
                  last_success_at = greatest(pc.last_success_at, excluded.last_success_at), \
                  installs = pc.installs + excluded.installs, \
@@ -519,6 +581,7 @@ async fn attribute_and_count(
                 .map(|&(i, _)| events[i].postback.event_time)
                 .collect::<Vec<_>>(),
         )
+        .bind(shard)
         .fetch_all(&mut *conn)
         .await?;
     let by_id: HashMap<Uuid, usize> = attribution_ids
@@ -580,21 +643,23 @@ impl IngestStore for PgStore {
         }
 
         // Batches lock rows in one order and should never deadlock; should one
-        // still be chosen as a deadlock victim, it is run again rather than failed.
+        // still be chosen as a deadlock victim, it is run again rather than failed
+        // (see `is_retryable`).
         let mut attempt = 0;
+        let shard = self.shards.take();
         loop {
             let mut conn = self.writes.acquire().await.map_err(store_error)?;
             let transaction = async {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                let recorded = record_in(&mut tx, &batch).await?;
+                let recorded = record_in(&mut tx, &batch, shard.shard()).await?;
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(recorded)
             };
             match tokio::time::timeout(self.transaction_timeout, transaction).await {
                 Ok(Ok(recorded)) => return Ok(recorded),
-                Ok(Err(e)) if attempt < 2 && is_deadlock(&e) => {
+                Ok(Err(e)) if attempt < 2 && is_retryable(&e) => {
                     attempt += 1;
-                    tracing::warn!("batch chosen as a deadlock victim; running it again");
+                    tracing::warn!(error = %e, "batch running again");
                 }
                 Ok(Err(e)) => return Err(store_error(e)),
                 Err(_) => {

@@ -47,6 +47,8 @@ pub struct PgStore {
     writes: PgPool,
     /// The longest a batch transaction may take (`PoolConfig::transaction_timeout`).
     transaction_timeout: std::time::Duration,
+    /// Which counter shard each batch in flight adds to (migration 0015).
+    shards: ingest::CounterShards,
 }
 
 impl PgStore {
@@ -85,6 +87,7 @@ impl PgStore {
             pool,
             writes,
             transaction_timeout: config.transaction_timeout,
+            shards: ingest::CounterShards::new(),
         })
     }
 }

@@ -81,4 +81,91 @@ impl DestinationStore for SqliteStore {
             .transpose()
             .map_err(store_error)
     }
+
+    async fn disable_destination(
+        &self,
+        id: Uuid,
+        reason: DisabledReason,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DestinationRecord>, StoreError> {
+        let updated = sqlx::query(
+            "update destinations set enabled = 0, disabled_reason = $2, updated_at = $3 \
+             where id = $1",
+        )
+        .bind(uuid_text(id))
+        .bind(reason.as_str())
+        .bind(time_text(at))
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_destination(id).await
+    }
+
+    async fn enable_destination(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DestinationRecord>, StoreError> {
+        let updated = sqlx::query(
+            "update destinations set enabled = 1, disabled_reason = null, \
+                 failing_since = null, updated_at = $2 \
+             where id = $1",
+        )
+        .bind(uuid_text(id))
+        .bind(time_text(at))
+        .execute(&self.writer)
+        .await
+        .map_err(store_error)?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_destination(id).await
+    }
+
+    async fn remove_destination(&self, id: Uuid) -> Result<Option<u64>, StoreError> {
+        // The write lock taken at BEGIN keeps batches out until both deletes commit.
+        let mut tx = self.begin_write().await?;
+        let found: Option<String> =
+            sqlx::query_scalar("select app_id from destinations where id = $1")
+                .bind(uuid_text(id))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        let messages = sqlx::query("delete from outbox where destination_id = $1")
+            .bind(uuid_text(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?
+            .rows_affected();
+        sqlx::query("delete from destinations where id = $1")
+            .bind(uuid_text(id))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(Some(messages))
+    }
+
+    async fn rotate_destination_secret(
+        &self,
+        id: Uuid,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let updated =
+            sqlx::query("update destinations set secret = $2, updated_at = $3 where id = $1")
+                .bind(uuid_text(id))
+                .bind(secret)
+                .bind(time_text(at))
+                .execute(&self.writer)
+                .await
+                .map_err(store_error)?;
+        Ok(updated.rows_affected() > 0)
+    }
 }
