@@ -147,7 +147,20 @@ pub enum DestinationsCommand {
         #[arg(long)]
         json: bool,
     },
-    // `replay` goes here (dispatcher work).
+    /// Re-queue a destination's messages: they are sent again, with the same
+    /// webhook-id. Say which: --dead, --since, or both.
+    Replay {
+        destination_id: Uuid,
+        /// Only dead messages (without it: dead and delivered ones).
+        #[arg(long)]
+        dead: bool,
+        /// Only messages created at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +181,16 @@ pub enum DeliveriesCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        })
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time or YYYY-MM-DD"))
 }
 
 fn parse_partner(s: &str) -> Result<PartnerId, String> {
@@ -338,6 +361,37 @@ async fn run_destinations(
         DestinationsCommand::Remove { destination_id } => {
             let messages = dest::remove(store, destination_id).await?;
             println!("{destination_id}: removed, with its {messages} messages");
+        }
+        DestinationsCommand::Replay {
+            destination_id,
+            dead,
+            since,
+            json,
+        } => {
+            let filter = crate::store::forwarding::ReplayFilter {
+                dead_only: dead,
+                since,
+            };
+            let done =
+                crate::forwarding::replay::replay(store, None, destination_id, filter).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"destination_id": done.destination_id, "app_id": done.app_id,
+                           "requeued": done.requeued, "enabled": done.enabled})
+                );
+            } else {
+                println!(
+                    "{}: {} messages re-queued",
+                    done.destination_id, done.requeued
+                );
+                if !done.enabled {
+                    println!(
+                        "the destination is disabled: nothing is sent until `destinations enable {}`",
+                        done.destination_id
+                    );
+                }
+            }
         }
         DestinationsCommand::RotateSecret {
             destination_id,

@@ -56,6 +56,8 @@ pub enum StartError {
     #[error(transparent)]
     Apps(#[from] apps::AppsError),
     #[error(transparent)]
+    Replay(#[from] forwarding::replay::ReplayError),
+    #[error(transparent)]
     Destinations(#[from] forwarding::destinations::DestinationError),
     #[error("server")]
     Serve(#[from] std::io::Error),
@@ -117,6 +119,8 @@ pub struct App {
     metrics_router: axum::Router,
     store: Arc<dyn Store>,
     writer_task: JoinHandle<()>,
+    /// Drains the outbox; stopped with the background tasks, before the pool closes.
+    dispatcher_task: JoinHandle<()>,
     background: CancellationToken,
     shutdown_timeout: Duration,
     serve_options: http::serve::ServeOptions,
@@ -233,6 +237,12 @@ impl App {
             config.deliveries.clone(),
             background.clone(),
         ));
+        let dispatcher_task = tokio::spawn(forwarding::dispatcher::run(
+            store.clone(),
+            config.forwarding.clone(),
+            background.clone(),
+            Duration::from_millis(config.http.shutdown_timeout_ms),
+        ));
         let state = http::AppState {
             ingestor: Arc::new(ingestor),
             dry_run: Arc::new(dry_run),
@@ -266,6 +276,7 @@ impl App {
             metrics_router,
             store,
             writer_task,
+            dispatcher_task,
             background,
             shutdown_timeout: Duration::from_millis(config.http.shutdown_timeout_ms),
             serve_options: http::serve::ServeOptions::from_config(&config),
@@ -309,6 +320,7 @@ impl App {
             metrics_router,
             store,
             writer_task,
+            dispatcher_task,
             background,
             shutdown_timeout,
             serve_options,
@@ -349,6 +361,8 @@ impl App {
         {
             tracing::error!("writer did not finish within the drain timeout");
         }
+        // The dispatcher bounds its own drain by the same timeout.
+        let _ = dispatcher_task.await;
         store.close().await;
         tracing::info!("shutdown complete");
         served.map_err(std::io::Error::other)

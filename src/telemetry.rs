@@ -74,6 +74,15 @@ pub fn prometheus() -> PrometheusHandle {
                         ],
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::FORWARD_LATENCY.to_owned()),
+                        &[
+                            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                            3600.0, 21600.0, 86400.0,
+                        ],
+                    )
+                })
                 .expect("static bucket lists are non-empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -114,6 +123,10 @@ mod names {
         "postback_gateway_partner_last_success_timestamp_seconds";
     pub const PARTNER_STALE: &str = "postback_gateway_partner_stale";
     pub const PARTNER_STALE_AFTER: &str = "postback_gateway_partner_stale_after_seconds";
+    pub const FORWARD_ATTEMPTS: &str = "postback_gateway_forward_attempts_total";
+    pub const FORWARD_LATENCY: &str = "postback_gateway_forward_delivery_seconds";
+    pub const FORWARD_BACKLOG: &str = "postback_gateway_forward_backlog";
+    pub const FORWARD_DEAD: &str = "postback_gateway_forward_dead";
 }
 
 /// Create the counters that only grow on trouble, at 0, so that they are exported
@@ -125,6 +138,32 @@ pub fn register() {
         metrics::counter!(names::DB_ERRORS, "kind" => kind).increment(0);
     }
     metrics::gauge!(names::CONNECTIONS).increment(0.0);
+    for result in FORWARD_RESULTS {
+        metrics::counter!(names::FORWARD_ATTEMPTS, "result" => result).increment(0);
+    }
+}
+
+/// The results a delivery attempt is counted under: `delivered`, `retry` (failed,
+/// tried again later), `dead` (failed for good), `unrecorded` (its result could not
+/// be stored; the message is sent again when its lease ends).
+pub const FORWARD_RESULTS: [&str; 4] = ["delivered", "retry", "dead", "unrecorded"];
+
+/// One delivery attempt to a destination ended with `result` (see [`FORWARD_RESULTS`]).
+pub fn forward_attempt(result: &'static str) {
+    metrics::counter!(names::FORWARD_ATTEMPTS, "result" => result).increment(1);
+}
+
+/// A message was delivered this long after its commit (`None`: clocks disagree).
+pub fn forward_delivered(since_commit: Result<Duration, chrono::OutOfRangeError>) {
+    metrics::histogram!(names::FORWARD_LATENCY)
+        .record(since_commit.map_or(0.0, |d| d.as_secs_f64()));
+}
+
+/// One destination's pending and dead messages at a scrape.
+pub fn forward_backlog(app_id: String, destination_id: String, backlog: i64, dead: i64) {
+    let labels = [("app_id", app_id), ("destination_id", destination_id)];
+    metrics::gauge!(names::FORWARD_BACKLOG, &labels).set(backlog as f64);
+    metrics::gauge!(names::FORWARD_DEAD, &labels).set(dead as f64);
 }
 
 /// The writer's queue at a scrape: postbacks and counter increments waiting, and

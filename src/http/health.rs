@@ -77,6 +77,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     telemetry::writer_queue(depth, capacity);
     if is_ready(&state).await {
         refresh_partner_gauges(&state).await;
+        refresh_forward_gauges(&state).await;
     }
     (
         [(
@@ -107,5 +108,26 @@ async fn refresh_partner_gauges(state: &AppState) {
             tracing::warn!(error = %crate::error_chain(&e), "partner gauges not refreshed")
         }
         Err(_) => tracing::warn!("partner gauges not refreshed: the database took too long"),
+    }
+}
+
+/// The outbox backlog and dead count of every destination, as of this scrape.
+async fn refresh_forward_gauges(state: &AppState) {
+    let read = state.store.destination_backlogs();
+    match tokio::time::timeout(PARTNER_GAUGES_TIMEOUT, read).await {
+        Ok(Ok(destinations)) => {
+            for d in destinations {
+                telemetry::forward_backlog(
+                    d.app_id.to_string(),
+                    d.destination_id.to_string(),
+                    d.backlog,
+                    d.dead,
+                );
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::error_chain(&e), "forwarding gauges not refreshed")
+        }
+        Err(_) => tracing::warn!("forwarding gauges not refreshed: the database took too long"),
     }
 }

@@ -37,11 +37,13 @@ mod auth;
 mod chart;
 mod deliveries;
 mod destinations;
+mod destinations_section;
 mod dry_run;
 mod erasure;
 pub mod error;
 mod extract;
 mod feed;
+mod forwarding;
 mod health;
 mod openapi;
 mod postbacks;
@@ -108,6 +110,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(dry_run::router())
         .merge(admin::router())
         .merge(deliveries::router())
+        .merge(forwarding::router())
         .merge(destinations::router())
         .merge(feed::router())
         .merge(status::router())
@@ -440,6 +443,14 @@ mod tests {
             ("/v1/apps/{app_id}/destinations/{destination_id}", "delete"),
             ("/v1/deliveries/unauthenticated", "get"),
             ("/v1/apps/{app_id}/attributions/feed", "get"),
+            (
+                "/v1/apps/{app_id}/destinations/{destination_id}/messages",
+                "get",
+            ),
+            (
+                "/v1/apps/{app_id}/destinations/{destination_id}/replay",
+                "post",
+            ),
             ("/apps/{app_id}/attribution", "get"),
             ("/apps/{app_id}/attribution/test", "post"),
             ("/apps", "get"),

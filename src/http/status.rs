@@ -178,6 +178,7 @@ struct PageData {
     /// The newest refused (400) or rate-limited (429) delivery of each partner.
     last_refused: std::collections::HashMap<String, DeliveryRecord>,
     now: DateTime<Utc>,
+    destinations: Vec<crate::store::forwarding::DestinationRecord>,
 }
 
 /// Rows of the "Recent deliveries" table under each partner.
@@ -221,7 +222,9 @@ async fn load(state: &AppState, app: &AppRecord) -> Result<PageData, AppError> {
             last_refused.insert(partner.as_str().to_owned(), newest);
         }
     }
+    let destinations = state.store.list_destinations(app.id).await?;
     Ok(PageData {
+        destinations,
         app: app.clone(),
         partners,
         daily,
@@ -429,6 +432,7 @@ fn render(state: &AppState, page: &PageData, tried: Option<&Tried>) -> Markup {
                 @for p in &page.partners {
                     (partner_section(p, &key_prefix, &token, page.now, tried.filter(|t| t.partner.as_str() == p.partner), page.recent.get(&p.partner).map_or(&[][..], Vec::as_slice), page.last_refused.get(&p.partner)))
                 }
+                (super::destinations_section::destinations_section(&page.destinations, page.now, time_ago))
             }
         }
     }

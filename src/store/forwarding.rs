@@ -182,6 +182,145 @@ pub trait DestinationStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 }
 
+/// What the dispatcher may claim in one round (see [`OutboxStore::claim_due`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub now: DateTime<Utc>,
+    /// The lease: a claimed message is due again at this time unless its attempt's
+    /// result is recorded first (a node killed mid-attempt only delays it).
+    pub lease_until: DateTime<Utc>,
+    /// Attempts this process has in flight, per destination.
+    pub in_flight: &'a [(Uuid, u32)],
+    /// `forwarding.max_in_flight`: no destination gets more than its free slots.
+    pub max_in_flight: u32,
+    /// At most this many messages in all.
+    pub limit: u32,
+}
+
+/// A message leased to this process for one attempt, with what sending it needs.
+#[derive(Clone)]
+pub struct ClaimedMessage {
+    /// The outbox id; `webhook-id` is `msg_` + its simple form.
+    pub id: Uuid,
+    pub app_id: AppId,
+    pub destination_id: Uuid,
+    pub url: String,
+    /// The destination's signing secret (`whsec_…`): used to sign, never printed.
+    pub secret: crate::config::Secret,
+    /// The JSON document to POST, as frozen at commit.
+    pub payload: String,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for ClaimedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedMessage")
+            .field("id", &self.id)
+            .field("app_id", &self.app_id)
+            .field("destination_id", &self.destination_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What becomes of a message after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Pending again, due at this time.
+    Retry {
+        next_attempt_at: DateTime<Utc>,
+    },
+    Dead,
+}
+
+/// The result of one attempt, recorded by [`OutboxStore::finish_attempts`].
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub id: Uuid,
+    pub app_id: AppId,
+    pub destination_id: Uuid,
+    /// The message's attempt count when it was claimed for this attempt. A failure
+    /// is recorded only while the message is still at this attempt and pending: a
+    /// late result, after the lease ran out and another claim (or a replay) took
+    /// the message, does not overwrite what that claim decides. A success is
+    /// recorded whenever the message is still pending.
+    pub attempt: i32,
+    /// When the attempt ended.
+    pub at: DateTime<Utc>,
+    /// The receiver's HTTP status; `None` for a timeout, a connection error or a refusal.
+    pub status: Option<u16>,
+    /// What went wrong, in words (never a secret); `None` on success.
+    pub error: Option<String>,
+    pub outcome: AttemptOutcome,
+    /// A destination failing continuously since before `at - horizon` is disabled.
+    pub horizon: chrono::Duration,
+}
+
+/// Which messages a replay re-queues: dead ones only, or dead and delivered ones;
+/// in both cases only those created at or after `since` when given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayFilter {
+    pub dead_only: bool,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// One destination's queue, for the `/metrics` gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationBacklog {
+    pub app_id: AppId,
+    pub destination_id: Uuid,
+    pub backlog: i64,
+    pub dead: i64,
+}
+
+/// The outbox: rows written by the batch transaction (`IngestStore::record`),
+/// drained by the dispatcher, listed and re-queued by operators.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Lease due pending messages of enabled destinations, oldest due first, at
+    /// most each destination's free slots: their `next_attempt_at` moves to
+    /// `lease_until` and their attempt is counted. Rows another node holds are
+    /// skipped, so several nodes share the work and none sends a message twice.
+    async fn claim_due(&self, claim: Claim<'_>) -> Result<Vec<ClaimedMessage>, StoreError>;
+
+    /// Record attempts' results on their messages and destinations (last success,
+    /// failing since), in one transaction (on SQLite that is one commit for many
+    /// attempts, beside the batch writer). For each result, true when it disabled
+    /// its destination (failing continuously for longer than the horizon).
+    async fn finish_attempts(&self, results: &[AttemptResult]) -> Result<Vec<bool>, StoreError>;
+
+    /// [`OutboxStore::finish_attempts`] of one result.
+    async fn finish_attempt(&self, result: &AttemptResult) -> Result<bool, StoreError> {
+        let disabled = self.finish_attempts(std::slice::from_ref(result)).await?;
+        Ok(disabled.first().copied().unwrap_or(false))
+    }
+
+    /// A destination's messages, newest first, of one status or any.
+    async fn list_messages(
+        &self,
+        app: AppId,
+        destination: Uuid,
+        status: Option<MessageStatus>,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// Make the messages `filter` selects pending and due at `now`, with their
+    /// attempts reset; returns how many. Their `webhook-id` stays the same.
+    async fn replay_messages(
+        &self,
+        app: AppId,
+        destination: Uuid,
+        filter: ReplayFilter,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Every destination's pending and dead counts.
+    async fn destination_backlogs(&self) -> Result<Vec<DestinationBacklog>, StoreError>;
+}
+
 /// The `type` of an outbox message.
 pub const ATTRIBUTION_CREATED: &str = "attribution.created";
 pub const EVENT_ACCEPTED: &str = "event.accepted";

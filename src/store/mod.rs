@@ -20,7 +20,7 @@ pub mod sqlite;
 /// The store traits, for calling store operations on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use super::feed::FeedStore;
-    pub use super::forwarding::DestinationStore;
+    pub use super::forwarding::{DestinationStore, OutboxStore};
     pub use super::privacy::PrivacyStore;
     pub use super::{
         AppStore, DeliveryStore, DryRunStore, HealthStore, IngestStore, MaintenanceStore,
@@ -488,6 +488,7 @@ pub trait Store:
     + forwarding::DestinationStore
     + feed::FeedStore
     + privacy::PrivacyStore
+    + forwarding::OutboxStore
     + Send
     + Sync
     + 'static

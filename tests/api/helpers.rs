@@ -51,6 +51,7 @@ pub struct TestConfig {
     pub http_max_connections: usize,
     pub failed_logins_per_minute: u32,
     pub key_miss_reload_interval_ms: u64,
+    pub forwarding: postback_gateway::config::ForwardingConfig,
 }
 
 impl Default for TestConfig {
@@ -66,6 +67,7 @@ impl Default for TestConfig {
             http_max_connections: shipped.http.max_connections,
             failed_logins_per_minute: shipped.http.failed_logins_per_minute,
             key_miss_reload_interval_ms: shipped.keys.miss_reload_interval_ms,
+            forwarding: shipped.forwarding.clone(),
         }
     }
 }
@@ -204,6 +206,7 @@ impl TestApp {
         config.http.max_connections = tc.http_max_connections;
         config.http.failed_logins_per_minute = tc.failed_logins_per_minute;
         config.keys.miss_reload_interval_ms = tc.key_miss_reload_interval_ms;
+        config.forwarding = tc.forwarding;
         let app = App::build(config.clone()).await.expect("server builds");
         let created = app
             .created_default_app

@@ -66,6 +66,7 @@ mod health;
 mod ingest;
 mod maintenance;
 mod migrations;
+mod outbox;
 mod outbox_writes;
 mod quota;
 mod reads;

@@ -29,6 +29,7 @@ mod health;
 mod ingest;
 mod maintenance;
 mod privacy;
+mod outbox;
 mod reads;
 
 #[doc(hidden)]

@@ -31,6 +31,7 @@ mod health;
 mod ingest;
 mod maintenance;
 mod privacy;
+mod outbox;
 mod reads;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
