@@ -60,8 +60,8 @@ macro_rules! conformance {
 
 mod apps;
 mod destinations;
-mod feed;
 mod erasure;
+mod feed;
 mod health;
 mod ingest;
 mod maintenance;

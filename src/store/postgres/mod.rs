@@ -28,8 +28,8 @@ mod feed;
 mod health;
 mod ingest;
 mod maintenance;
-mod privacy;
 mod outbox;
+mod privacy;
 mod reads;
 
 #[doc(hidden)]

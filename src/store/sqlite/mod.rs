@@ -30,8 +30,8 @@ mod feed;
 mod health;
 mod ingest;
 mod maintenance;
-mod privacy;
 mod outbox;
+mod privacy;
 mod reads;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
