@@ -467,9 +467,10 @@ async fn attribute_and_count(
              on conflict do nothing \
              returning attribution_id), \
          tally as ( \
-             select w.id, count(*) as wanted, \
-                 (select count(*) from claimed c where c.attribution_id = w.id) as claimed \
-             from wanted w group by w.id), \
+             select w.id, w.wanted, coalesce(c.claimed, 0) as claimed \
+             from (select id, count(*) as wanted from wanted group by id) w \
+             left join (select attribution_id, count(*) as claimed from claimed \
+                 group by attribution_id) c on c.attribution_id = w.id), \
          attributed as ( \
              insert into attributions (id, app_id, event_id, partner, source, campaign, adgroup, \
                  ad, user_id, idfa, idfv, google_aid, android_id, partner_device_id, attributed_at) \
