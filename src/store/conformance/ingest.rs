@@ -16,6 +16,7 @@ conformance!(
     app_with_only_organic_deltas_stays_not_connected,
     raw_payload_round_trips_as_json,
     fifty_event_batch_returns_fifty_outcomes_in_order,
+    a_batch_larger_than_one_statement_dedupes_and_attributes_across_apps,
     empty_batch_records_nothing,
     concurrent_batches_attribute_a_new_user_once,
     concurrent_batches_with_the_same_keys_in_opposite_order_both_succeed,
@@ -515,6 +516,90 @@ async fn fifty_event_batch_returns_fifty_outcomes_in_order(store: &dyn Store, pr
         ),
         (25, 20, 5)
     );
+}
+
+/// SQLite writes a batch in multi-row statements of at most 64 rows: every step
+/// must come out the same across statement boundaries, apps, and keys stored
+/// before the batch.
+async fn a_batch_larger_than_one_statement_dedupes_and_attributes_across_apps(
+    store: &dyn Store,
+    probe: &Probe,
+) {
+    let apps = [
+        create_sample_app(store).await,
+        create_sample_app(store).await,
+    ];
+    let install = |app: AppId, key: &str, ids: Identifiers, n: i64| {
+        sample_event(SampleEvent {
+            app,
+            dedupe_key: key.into(),
+            ids,
+            received_at: t0() + secs(n),
+            ..Default::default()
+        })
+    };
+    // Ten keys (and users) of the first app stored before.
+    let earlier: Vec<NewEvent> = (0..10)
+        .map(|k| install(apps[0], &format!("k-{k:03}"), idfa(&format!("u-{k}")), k))
+        .collect();
+    let earlier = record(store, earlier).await;
+
+    // 200 installs: 50 keys per app, each sent twice; then a known user's
+    // install with an identifier not seen before.
+    let mut events: Vec<NewEvent> = (0..200)
+        .map(|i| {
+            let k = i / 4;
+            install(
+                apps[i % 2],
+                &format!("k-{k:03}"),
+                idfa(&format!("u-{k}")),
+                100 + i as i64,
+            )
+        })
+        .collect();
+    let joining = Identifiers {
+        idfa: Some("u-3".into()),
+        google_aid: Some("g-new".into()),
+        ..Identifiers::default()
+    };
+    events.push(install(apps[0], "join", joining, 400));
+    let outcomes = record(store, events).await;
+
+    assert_eq!(outcomes.len(), 201);
+    for (i, outcome) in outcomes.iter().take(200).enumerate() {
+        let (app, k) = (i % 2, i / 4);
+        let want = if app == 0 && k < 10 {
+            RecordOutcome::Duplicate {
+                first_event_id: recorded_id(earlier[k]),
+            }
+        } else if i % 4 >= 2 {
+            RecordOutcome::Duplicate {
+                first_event_id: recorded_id(outcomes[i - 2]),
+            }
+        } else {
+            RecordOutcome::Recorded {
+                event_id: recorded_id(*outcome),
+            }
+        };
+        assert_eq!(*outcome, want, "#{i}");
+    }
+    recorded_id(outcomes[200]);
+
+    assert_eq!(probe.events(apps[0]).await.len(), 51);
+    assert_eq!(probe.events(apps[1]).await.len(), 50);
+    assert_eq!(probe.attributions(apps[0]).await.len(), 50, "no user twice");
+    assert_eq!(probe.attributions(apps[1]).await.len(), 50);
+    let joined = store
+        .lookup_user(apps[0], IdentifierKind::GoogleAid, "g-new")
+        .await
+        .expect("lookup")
+        .expect("the new identifier joined the known user");
+    assert_eq!(joined.event_id, recorded_id(earlier[3]));
+    let counts = |c: &[PartnerConnection]| (c[0].installs, c[0].duplicates);
+    let first = store.partner_connections(apps[0]).await.expect("counters");
+    assert_eq!(counts(&first), (51, 60));
+    let second = store.partner_connections(apps[1]).await.expect("counters");
+    assert_eq!(counts(&second), (50, 50));
 }
 
 async fn empty_batch_records_nothing(store: &dyn Store, probe: &Probe) {

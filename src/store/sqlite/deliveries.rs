@@ -1,13 +1,31 @@
 //! SQLite: the delivery log (see `store/postgres/deliveries.rs`).
 
+use std::sync::LazyLock;
+
+use super::multi_row::MultiRow;
 use super::*;
 use crate::store::deliveries::{
     method_name, resolve, Answer, DeliveryCursor, DeliveryFilter, DeliveryRecord,
     UnauthenticatedDelivery, Verdict,
 };
 
-/// Rows per multi-row insert: 13 parameters each, far below SQLite's limit.
-const ROWS_PER_INSERT: usize = 64;
+static INSERT_DELIVERIES: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "insert or ignore into deliveries (app_id, id, received_at, partner, method, status, \
+             verdict, reason, event_id, request_id, segments, identifiers, payload) values ",
+        13,
+        "",
+    )
+});
+
+static INSERT_UNAUTHENTICATED: LazyLock<MultiRow> = LazyLock::new(|| {
+    MultiRow::new(
+        "insert or ignore into unauthenticated_deliveries (id, received_at, partner, method, \
+             status, reason, key_prefix, request_id) values ",
+        8,
+        "",
+    )
+});
 
 /// The batch's log rows, in its transaction.
 pub(super) async fn insert(
@@ -15,24 +33,10 @@ pub(super) async fn insert(
     batch: &Batch<'_>,
     outcomes: &[RecordOutcome],
 ) -> Result<(), sqlx::Error> {
-    // Multi-row statements: a batch's rows cost a few statements, not one each.
     let rows = resolve(batch.deliveries, batch.events, outcomes);
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let values = (0..chunk.len())
-            .map(|r| {
-                let n = r * 13;
-                let cols: Vec<String> = (1..=13).map(|c| format!("${}", n + c)).collect();
-                format!("({})", cols.join(", "))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "insert or ignore into deliveries (app_id, id, received_at, partner, method, status, verdict, \
-                 reason, event_id, request_id, segments, identifiers, payload) values {values}"
-        );
-        let mut query = sqlx::query(&sql);
-        for (d, a) in chunk {
-            query = query
+    INSERT_DELIVERIES
+        .run(conn, &rows, |query, (d, a)| {
+            query
                 .bind(uuid_text(d.app_id.as_uuid()))
                 .bind(uuid_text(d.id))
                 .bind(time_text(d.received_at))
@@ -40,31 +44,27 @@ pub(super) async fn insert(
                 .bind(d.method)
                 .bind(i64::from(a.status))
                 .bind(a.verdict.as_str())
-                .bind(a.reason.clone())
+                .bind(a.reason.as_str())
                 .bind(a.event_id.map(uuid_text))
-                .bind(d.request_id.clone())
-                .bind(d.segments.clone())
-                .bind(d.identifiers.clone())
-                .bind(d.payload.clone());
-        }
-        query.execute(&mut *conn).await?;
-    }
-    for u in batch.unauthenticated {
-        sqlx::query(
-            "insert or ignore into unauthenticated_deliveries (id, received_at, partner, method, status, \
-                 reason, key_prefix, request_id) values ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(uuid_text(u.id))
-        .bind(time_text(u.received_at))
-        .bind(u.partner.as_str())
-        .bind(u.method)
-        .bind(i64::from(u.status))
-        .bind(&u.reason)
-        .bind(&u.key_prefix)
-        .bind(&u.request_id)
-        .execute(&mut *conn)
+                .bind(d.request_id.as_str())
+                .bind(d.segments.as_deref())
+                .bind(d.identifiers.as_deref())
+                .bind(d.payload.as_str())
+        })
         .await?;
-    }
+    INSERT_UNAUTHENTICATED
+        .run(conn, batch.unauthenticated, |query, u| {
+            query
+                .bind(uuid_text(u.id))
+                .bind(time_text(u.received_at))
+                .bind(u.partner.as_str())
+                .bind(u.method)
+                .bind(i64::from(u.status))
+                .bind(u.reason.as_str())
+                .bind(u.key_prefix.as_deref())
+                .bind(u.request_id.as_str())
+        })
+        .await?;
     Ok(())
 }
 

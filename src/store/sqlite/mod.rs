@@ -2,7 +2,7 @@
 //! read pool over one WAL file. UUIDs are lowercase hyphenated text, times fixed-width
 //! UTC text (see [`TIME_FORMAT`]), the raw payload JSON text.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,6 +30,7 @@ mod feed;
 mod health;
 mod ingest;
 mod maintenance;
+mod multi_row;
 mod outbox;
 mod privacy;
 mod reads;
@@ -43,6 +44,11 @@ pub(crate) const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 /// How long a statement waits for another process's write lock (a CLI command
 /// beside the server) before failing with BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The writer's page cache, in KiB (negative: a size, not a page count). A
+/// batch touches every index of several tables at each of its apps' places;
+/// SQLite's default 2 MiB kept re-reading those pages from the OS.
+const WRITER_CACHE_SIZE: &str = "-65536";
 
 pub struct SqliteStore {
     /// Exactly one connection: every write goes through it, so this process never
@@ -82,7 +88,12 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(pool.acquire_timeout)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .statement_cache_capacity(multi_row::WRITER_STATEMENT_CACHE)
+                    .pragma("cache_size", WRITER_CACHE_SIZE),
+            )
             .await
             .map_err(store_error)?;
         // An in-memory database lives in the writer's connection; readers would only
