@@ -17,6 +17,20 @@ async fn health_and_readiness_answer_and_carry_request_ids(backend: Backend) {
     let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
     json_body(resp, 200, "healthz").await;
     let resp = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let made: Vec<uuid::Uuid> = [
+        &resp,
+        &app.client.get(app.url("/readyz")).send().await.unwrap(),
+    ]
+    .iter()
+    .map(|resp| {
+        let id = resp.headers()["x-request-id"].to_str().unwrap();
+        uuid::Uuid::parse_str(id).expect("a made request id is a UUID")
+    })
+    .collect();
+    assert!(
+        made.iter().all(|id| id.get_version_num() == 7) && made[0] < made[1],
+        "made request ids are UUIDv7, growing with time: {made:?}"
+    );
     assert_eq!(json_body(resp, 200, "readyz").await["status"], "ready");
     let resp = app
         .client
