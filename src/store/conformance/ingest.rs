@@ -529,15 +529,7 @@ async fn a_batch_larger_than_one_statement_dedupes_and_attributes_across_apps(
         create_sample_app(store).await,
         create_sample_app(store).await,
     ];
-    let install = |app: AppId, key: &str, ids: Identifiers, n: i64| {
-        sample_event(SampleEvent {
-            app,
-            dedupe_key: key.into(),
-            ids,
-            received_at: t0() + secs(n),
-            ..Default::default()
-        })
-    };
+    let install = keyed_install;
     // Ten keys (and users) of the first app stored before.
     let earlier: Vec<NewEvent> = (0..10)
         .map(|k| install(apps[0], &format!("k-{k:03}"), idfa(&format!("u-{k}")), k))
@@ -600,6 +592,17 @@ async fn a_batch_larger_than_one_statement_dedupes_and_attributes_across_apps(
     assert_eq!(counts(&first), (51, 60));
     let second = store.partner_connections(apps[1]).await.expect("counters");
     assert_eq!(counts(&second), (50, 50));
+}
+
+/// An install of `app` under dedupe key `key`, received `n` seconds after t0.
+fn keyed_install(app: AppId, key: &str, ids: Identifiers, n: i64) -> NewEvent {
+    sample_event(SampleEvent {
+        app,
+        dedupe_key: key.into(),
+        ids,
+        received_at: t0() + secs(n),
+        ..Default::default()
+    })
 }
 
 async fn empty_batch_records_nothing(store: &dyn Store, probe: &Probe) {
@@ -688,15 +691,7 @@ async fn concurrent_batches_with_the_same_keys_in_opposite_order_both_succeed(
 /// new user, and neither is a third install known only by that new identifier.
 async fn a_known_users_new_identifier_joins_that_user(store: &dyn Store, probe: &Probe) {
     let app = create_sample_app(store).await;
-    let install = |key: &str, ids: Identifiers, n: i64| {
-        sample_event(SampleEvent {
-            app,
-            dedupe_key: key.into(),
-            ids,
-            received_at: t0() + secs(n),
-            ..Default::default()
-        })
-    };
+    let install = |key: &str, ids: Identifiers, n: i64| keyed_install(app, key, ids, n);
     let first = record(store, vec![install("1", idfa("IDFA-K"), 0)]).await;
     let first = recorded_id(first[0]);
     let both = Identifiers {

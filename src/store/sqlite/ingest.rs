@@ -219,32 +219,25 @@ async fn insert_events(
         .collect::<Result<_, _>>()?;
 
     // (event id, recorded by this batch) per first copy.
-    let mut ids: HashMap<usize, (String, bool)> = HashMap::with_capacity(rows.len());
+    let mut ids: Vec<Option<(String, bool)>> = vec![None; events.len()];
     let mut stored_before = Vec::new();
     for (id, i) in rows {
         if inserted.contains(&id) {
-            ids.insert(i, (id, true));
+            ids[i] = Some((id, true));
         } else {
             stored_before.push((uuid_text(events[i].app_id.as_uuid()), i));
         }
     }
     if !stored_before.is_empty() {
-        let stored: HashMap<(String, String, String), String> = STORED_EVENTS
+        let stored = STORED_EVENTS
             .run(conn, &stored_before, |query, (app, i)| {
                 query
                     .bind(app.as_str())
                     .bind(events[*i].partner.as_str())
                     .bind(events[*i].dedupe_key.as_str())
             })
-            .await?
-            .iter()
-            .map(|row| {
-                Ok((
-                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
-                    row.try_get(3)?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
+            .await?;
+        let stored = by_three_columns(&stored)?;
         for (app, i) in stored_before {
             let key = (
                 app,
@@ -253,19 +246,35 @@ async fn insert_events(
             );
             // The conflict that kept the row out is this stored row.
             let id = stored.get(&key).ok_or(sqlx::Error::RowNotFound)?;
-            ids.insert(i, (id.clone(), false));
+            ids[i] = Some((id.clone(), false));
         }
     }
 
     (0..events.len())
         .map(|i| {
-            let (id, recorded) = &ids[&first_copy[i]];
+            let (id, recorded) = ids[first_copy[i]]
+                .as_ref()
+                .expect("every first copy was inserted or found stored");
             let id = Uuid::parse_str(id).map_err(|_| decode_error("uuid", id))?;
             Ok(if *recorded && first_copy[i] == i {
                 RecordOutcome::Recorded { event_id: id }
             } else {
                 RecordOutcome::Duplicate { first_event_id: id }
             })
+        })
+        .collect()
+}
+
+/// Rows of (key, key, key, value) text columns as a map from the three keys.
+fn by_three_columns(
+    rows: &[SqliteRow],
+) -> Result<HashMap<(String, String, String), String>, sqlx::Error> {
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+                row.try_get(3)?,
+            ))
         })
         .collect()
 }
@@ -325,19 +334,12 @@ async fn attribute(
                 .filter_map(move |(kind, value)| value.map(|v| (app.clone(), kind, v, c)))
         })
         .collect();
-    let owners: HashMap<(String, String, String), String> = OWNERS
+    let owners = OWNERS
         .run(conn, &claims, |query, (app, kind, value, _)| {
             query.bind(app.as_str()).bind(*kind).bind(*value)
         })
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
-                row.try_get(3)?,
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
+        .await?;
+    let owners = by_three_columns(&owners)?;
 
     // Each candidate's owner: the stored user of its first identifier (in
     // matching priority order) that has one, else a new attribution.
